@@ -32,7 +32,7 @@ public:
     int rank() const { return rank_; }
     std::int64_t operator[](int i) const {
         if (i < 0) i += rank_;
-        require<ShapeError>(i >= 0 && i < rank_, "Shape ", str(), ": dimension ", i, " out of range");
+        if (i < 0 || i >= rank_) fail<ShapeError>("Shape ", *this, ": dimension ", i, " out of range");
         return d_[std::size_t(i)];
     }
     std::int64_t numel() const {

@@ -18,6 +18,15 @@ namespace pickscore::ops {
 
 enum class Trans : bool { N = false, T = true };
 
+// Whether an op writes a gradient (no) or adds to what the buffer already holds (yes): the
+// residual stream joins by accumulation.
+enum class Accumulate : bool { no = false, yes = true };
+
+// The element-wise nonlinearity of an MLP (ops/activation.hpp): GELU with the exact erf (CLIP,
+// LAION/open_clip), GELU's tanh approximation (what cuBLASLt's GELU epilogue computes), and
+// quick GELU x·σ(1.702x) (OpenAI's CLIP checkpoints). Here so that backends can name it too.
+enum class Activation { gelu_erf, gelu_tanh, quick_gelu };
+
 template <class>
 inline constexpr bool dependent_false = false;
 
