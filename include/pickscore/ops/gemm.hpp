@@ -13,7 +13,11 @@
 
 #include "../core/tensor.hpp"
 #include "../cpu/gemm.hpp"
+#include "../cuda/enabled.hpp"
 #include "common.hpp"
+#if PICKSCORE_CUDA_ENABLED
+#include "../cuda/gemm.hpp"
+#endif
 
 namespace pickscore::ops {
 
@@ -42,6 +46,10 @@ void gemm(TensorView<T, D> C, In<T, D> A, In<T, D> B, Trans ta = Trans::N, Trans
     detail::gemm_dims("gemm", C.shape(), A.shape(), B.shape(), ta, tb, 0, M, N, K);
     if constexpr (is_cpu<D>) {
         cpu::gemm<T>(ta, tb, M, N, K, alpha, A.data(), A.size(1), B.data(), B.size(1), beta, C.data(), C.size(1));
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::gemm<T>(ta, tb, M, N, K, alpha, A.data(), A.size(1), B.data(), B.size(1), beta, C.data(), C.size(1));
+#endif
     } else {
         static_assert(dependent_false<D>, "gemm: no backend for this device in this build");
     }
@@ -65,6 +73,11 @@ void gemm_batched(TensorView<T, D> C /*Bt,M,N*/, In<T, D> A, In<T, D> B, Trans t
             auto b = B.select(i);
             cpu::gemm<T>(ta, tb, M, N, K, alpha, a.data(), a.size(1), b.data(), b.size(1), beta, c.data(), c.size(1));
         }
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::gemm_batched<T>(ta, tb, C.size(0), M, N, K, alpha, A.data(), A.size(2), A.size(1) * A.size(2), B.data(),
+                              B.size(2), B.size(1) * B.size(2), beta, C.data(), C.size(2), M * N);
+#endif
     } else {
         static_assert(dependent_false<D>, "gemm_batched: no backend for this device in this build");
     }
@@ -92,6 +105,10 @@ void linear_forward(TensorView<T, D> y, In<T, D> x, In<T, D> W, In<T, D> b) {
             beta = 1.0;
         }
         cpu::gemm<T>(Trans::N, Trans::T, M, N, K, 1.0, x2.data(), K, W.data(), K, beta, y2.data(), N);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::linear_forward<T>(y2.data(), x2.data(), W.data(), b.data(), M, N, K);
+#endif
     } else {
         static_assert(dependent_false<D>, "linear_forward: no backend for this device in this build");
     }
@@ -123,6 +140,10 @@ void linear_backward(TensorView<T, D> dx, TensorView<T, D> dW, TensorView<T, D> 
                 for (std::int64_t j = 0; j < N; ++j) sum[std::size_t(j)] += cast<Acc>(dy2[i * N + j]);
             for (std::int64_t j = 0; j < N; ++j) db[j] = cast<T>(cast<Acc>(db[j]) + sum[std::size_t(j)]);
         }
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::linear_backward<T>(dx.data(), dW.data(), db.data(), dy2.data(), x2.data(), W.data(), M, N, K);
+#endif
     } else {
         static_assert(dependent_false<D>, "linear_backward: no backend for this device in this build");
     }
