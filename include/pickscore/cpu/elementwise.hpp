@@ -47,4 +47,11 @@ void scale_inplace(T* x, double s, std::int64_t n) {
     });
 }
 
+// x[i] = value (rounded to T once)
+template <class T>
+void fill(T* x, double value, std::int64_t n) {
+    const T v = cast<T>(value);
+    parallel_chunks(n, elementwise_grain, [&](std::int64_t begin, std::int64_t end) { std::fill(x + begin, x + end, v); });
+}
+
 }  // namespace pickscore::cpu

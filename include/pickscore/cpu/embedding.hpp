@@ -2,6 +2,7 @@
 //
 // Text:   out[b, t, :] = token_table[ids[b, t], :] + pos_table[t, :]
 // Vision: out[b, 0, :] = cls + pos[0, :];  out[b, 1 + p, :] = patches[b, p, :] + pos[1 + p, :]
+// Pooling: out[b, :] = in[b, positions[b], :]   (the class token; the text tower's end-of-text token)
 // Every sum is formed in acc_t<T> and rounded to T once. The arguments were checked by
 // pickscore/ops/embedding.hpp, except the token ids, which only the backend can read: they are
 // checked here, before anything is written.
@@ -121,6 +122,38 @@ void class_position_backward(TensorView<T, Cpu> dpatches /*B,P,C*/, TensorView<T
     };
     if (!dpos.empty()) parallel_for(S, [&](std::int64_t s) { column_sum(dpos.data() + s * C, s); });
     if (!dcls.empty()) column_sum(dcls.data(), 0);
+}
+
+// Throws Error naming the first position outside [0, tokens) and its row.
+inline void check_token_positions(const char* op, TensorView<const std::int32_t, Cpu> positions /*B*/,
+                                  std::int64_t tokens) {
+    for (std::int64_t b = 0; b < positions.numel(); ++b) {
+        const std::int64_t t = positions[b];
+        require(0 <= t && t < tokens, op, ": positions[", b, "] = ", t, " is outside [0, ", tokens, ")");
+    }
+}
+
+// out[b, :] = in[b, positions[b], :]. Pure data movement: nothing is rounded.
+template <class T>
+void select_token_forward(TensorView<T, Cpu> out /*B,C*/, TensorView<const T, Cpu> in /*B,T,C*/,
+                          TensorView<const std::int32_t, Cpu> positions /*B*/) {
+    check_token_positions("select_token_forward", positions, in.size(1));
+    const std::int64_t Tn = in.size(1), C = in.size(2);
+    for (std::int64_t b = 0; b < in.size(0); ++b)
+        std::copy_n(in.data() + (b * Tn + positions[b]) * C, C, out.data() + b * C);
+}
+
+// din[b, t, :] = dout[b, :] where t == positions[b], 0 elsewhere (written).
+template <class T>
+void select_token_backward(TensorView<T, Cpu> din /*B,T,C*/, TensorView<const T, Cpu> dout /*B,C*/,
+                           TensorView<const std::int32_t, Cpu> positions /*B*/) {
+    check_token_positions("select_token_backward", positions, din.size(1));
+    const std::int64_t Tn = din.size(1), C = din.size(2);
+    parallel_for(din.size(0), [&](std::int64_t b) {
+        T* rows = din.data() + b * Tn * C;
+        std::fill(rows, rows + Tn * C, cast<T>(0.0));
+        std::copy_n(dout.data() + b * C, C, rows + std::int64_t(positions[b]) * C);
+    });
 }
 
 }  // namespace pickscore::cpu

@@ -3,6 +3,7 @@
 // All tensors of one call have the same shape. Backward needs no op of its own: the gradient of a
 // sum reaches both summands unchanged (add_inplace where it joins an existing gradient), and the
 // gradient of scale_inplace(x, s) is the incoming gradient scaled by s.
+// fill sets every element (zeroing a gradient buffer is one fill of the flat buffer).
 #pragma once
 
 #include "../core/tensor.hpp"
@@ -41,6 +42,16 @@ void scale_inplace(TensorView<T, D> x /*...*/, double s) {
         cpu::scale_inplace<T>(x.data(), s, x.numel());
     } else {
         static_assert(dependent_false<D>, "scale_inplace: no backend for this device in this build");
+    }
+}
+
+// x = value everywhere (NaN and infinity in x are overwritten, unlike scaling by 0)
+template <class T, class D>
+void fill(TensorView<T, D> x /*...*/, double value) {
+    if constexpr (is_cpu<D>) {
+        cpu::fill<T>(x.data(), value, x.numel());
+    } else {
+        static_assert(dependent_false<D>, "fill: no backend for this device in this build");
     }
 }
 
