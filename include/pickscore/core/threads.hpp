@@ -87,10 +87,13 @@ private:
     void start_workers() {
         if (!workers_.empty()) return;
         stopping_ = false;
+        // A new worker waits for the next job, not the last one: generation_ counts every job
+        // since the pool was made, and the last one's job_ is already gone (null).
+        const std::uint64_t current = generation_;
         for (int t = 1; t < wanted_; ++t) {
-            workers_.emplace_back([this] {
+            workers_.emplace_back([this, current] {
                 in_worker() = true;
-                std::uint64_t seen = 0;
+                std::uint64_t seen = current;
                 for (;;) {
                     const std::function<void(std::int64_t)>* job;
                     std::int64_t n;
