@@ -188,3 +188,14 @@ TEST_CASE("parallel_for runs every index once and rethrows errors") {
     CHECK_THROWS_AS(set_num_threads(0), Error);
     set_num_threads(before);
 }
+
+TEST_CASE("a parallel_for inside a parallel_for task runs serially instead of deadlocking") {
+    const int before = num_threads();
+    set_num_threads(2);
+    std::vector<std::atomic<int>> hits(64);
+    parallel_for(8, [&](std::int64_t i) {
+        parallel_for(8, [&](std::int64_t j) { hits[std::size_t(i * 8 + j)]++; });
+    });
+    for (auto& h : hits) CHECK(h.load() == 1);
+    set_num_threads(before);
+}

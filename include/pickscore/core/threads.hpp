@@ -3,7 +3,7 @@
 // One pool per process (a function-local static, no globals in headers). set_num_threads(n)
 // chooses how many threads CPU ops use, the calling thread included; the default is the number
 // of hardware threads. parallel_for(n, fn) runs fn(i) for i in [0, n), each index exactly once,
-// and returns when all are done. A call from inside a worker runs serially (no nested pools).
+// and returns when all are done. A call from inside a task runs serially (no nested pools).
 // The first exception thrown by fn is rethrown in the caller.
 #pragma once
 
@@ -47,6 +47,12 @@ public:
             return;
         }
         std::lock_guard<std::mutex> call_lock(call_mutex_);
+        // The calling thread runs tasks too: a parallel_for inside one of them must run serially
+        // instead of waiting for the lock this call holds.
+        struct InJob {
+            InJob() { in_worker() = true; }
+            ~InJob() { in_worker() = false; }
+        } in_job;
         start_workers();
         {
             std::lock_guard<std::mutex> lk(m_);
