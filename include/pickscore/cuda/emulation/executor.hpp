@@ -51,6 +51,11 @@ struct Config {
     std::uint64_t seed = 0x9e3779b97f4a7c15ull;  // schedule seed: every block of every launch derives its own
     bool shuffle = true;                          // vary the fiber order between barriers
     bool poison = true;                           // fill shared memory and new allocations with 0xFF bytes
+    // cp.async lands its data at the wait_group that covers it (the latest legal moment), which
+    // shows a missing wait. With this set it also lands as soon as it is issued (the earliest),
+    // which shows a buffer refilled while other threads still read it (a missing barrier before
+    // the refill). Tests of cp.async kernels run both ways.
+    bool cp_async_land_at_issue = false;
 #if defined(PICKSCORE_EMU_ASAN)
     std::size_t stack_bytes = 256 * 1024;  // per emulated thread (AddressSanitizer's redzones need more)
 #else

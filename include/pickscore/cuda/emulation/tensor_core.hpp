@@ -147,6 +147,7 @@ inline void cp_async(void* dst, const void* src, unsigned cp_bytes, unsigned src
         detail::kernel_fail(::pickscore::detail::concat("cp.async: source ", src, " is not ", cp_bytes, "-byte aligned"));
     detail::AsyncCopy c{dst, {}, cp_bytes};
     if (src_bytes) std::memcpy(c.data.data(), src, src_bytes);
+    if (config().cp_async_land_at_issue) std::memcpy(dst, c.data.data(), cp_bytes);
     r.thread().async_open.push_back(c);
 }
 
