@@ -10,11 +10,23 @@
 //   dP_ij = dout_i · v_j,  dS_ij = P_ij (dP_ij − D_i),
 //   dq_i = scale Σ_j dS_ij k_j,  dk_j = scale Σ_i dS_ij q_i,  dv_j = Σ_i P_ij dout_i   (all written)
 // causal requires Tq == Tk (query i sees keys 0..i); otherwise Tq and Tk may differ (cross-attention).
+// CPU: f32 runs as blocks of sgemm products (cpu/attention_blocked.hpp); the loops of
+// cpu/attention.hpp are the reference and serve the other types.
+// CUDA (pickscore/cuda/attention.hpp): f32 and bf16; dq of the bf16 tensor-core backward is summed
+// with f32 atomics, so its last bits may differ from run to run; cuda::AttentionBackend::cudnn (or
+// PICKSCORE_ATTENTION=cudnn) runs bf16 on cuDNN's fused attention instead (not under emulation).
 #pragma once
+
+#include <type_traits>
 
 #include "../core/tensor.hpp"
 #include "../cpu/attention.hpp"
+#include "../cpu/attention_blocked.hpp"
+#include "../cuda/enabled.hpp"
 #include "common.hpp"
+#if PICKSCORE_CUDA_ENABLED
+#include "../cuda/attention.hpp"
+#endif
 
 namespace pickscore::ops {
 
@@ -43,9 +55,18 @@ void attention_forward(TensorView<T, D> out /*B,Tq,H,Dh*/, TensorView<acc_t<T>, 
     check_shape(op, "out", out.shape(), q.shape());
     const std::int64_t B = q.size(0), Tq = q.size(1), Tk = k.size(1), H = q.size(2), Dh = q.size(3);
     if (!lse.empty()) check_shape(op, "lse", lse.shape(), Shape{B, H, Tq});
-    if constexpr (is_cpu<D>) {
+    if constexpr (is_cpu<D> && std::is_same_v<T, float>) {  // f32: the blocked sgemm path
+        cpu::attention_forward_blocked(out.data(), lse.data(), q.data(), k.data(), v.data(), B, Tq, Tk, H, Dh,
+                                       causal, scale);
+    } else if constexpr (is_cpu<D>) {
         cpu::attention_forward<T>(out.data(), lse.data(), q.data(), k.data(), v.data(), B, Tq, Tk, H, Dh, causal,
                                   scale);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>, "attention_forward on CUDA: f32 or bf16");
+        cuda::attention_forward<T>(out.data(), lse.data(), q.data(), k.data(), v.data(), B, Tq, Tk, H, Dh, causal,
+                                   scale);
+#endif
     } else {
         static_assert(dependent_false<D>, "attention_forward: no backend for this device in this build");
     }
@@ -67,9 +88,18 @@ void attention_backward(TensorView<T, D> dq /*B,Tq,H,Dh*/, TensorView<T, D> dk /
     const std::int64_t B = q.size(0), Tq = q.size(1), Tk = k.size(1), H = q.size(2), Dh = q.size(3);
     check_present(op, "lse", lse);
     check_shape(op, "lse", lse.shape(), Shape{B, H, Tq});
-    if constexpr (is_cpu<D>) {
+    if constexpr (is_cpu<D> && std::is_same_v<T, float>) {  // f32: the blocked sgemm path
+        cpu::attention_backward_blocked(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(),
+                                        out.data(), lse.data(), B, Tq, Tk, H, Dh, causal, scale);
+    } else if constexpr (is_cpu<D>) {
         cpu::attention_backward<T>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(),
                                    out.data(), lse.data(), B, Tq, Tk, H, Dh, causal, scale);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>, "attention_backward on CUDA: f32 or bf16");
+        cuda::attention_backward<T>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(),
+                                    out.data(), lse.data(), B, Tq, Tk, H, Dh, causal, scale);
+#endif
     } else {
         static_assert(dependent_false<D>, "attention_backward: no backend for this device in this build");
     }
