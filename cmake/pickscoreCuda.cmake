@@ -13,7 +13,13 @@
 #   PICKSCORE_CUDA defaults to ON in a top-level build where nvcc is found, OFF otherwise.
 #
 # cuDNN is looked for under CUDNN_ROOT (variable or environment), next to the CUDA toolkit, in the
-# standard paths, and in a Python wheel layout (site-packages/nvidia/cudnn/{include,lib}).
+# standard paths, and in a Python wheel layout (site-packages/nvidia/cudnn/{include,lib}, as
+# `pip install nvidia-cudnn-cu13` or PyTorch installs it), in the site-packages of the Python that
+# CMake finds and of the `python3` on PATH. cuBLAS and cuBLASLt come from the CUDA toolkit
+# (FindCUDAToolkit); where the toolkit has none, from the same wheel layout
+# (site-packages/nvidia/cu13 or nvidia/cublas: lib/libcublas*.so.N, include/cublas*.h).
+# The architectures: PICKSCORE_CUDA_ARCHITECTURES, whose default is CMAKE_CUDA_ARCHITECTURES when
+# that is given on the command line (e.g. -DCMAKE_CUDA_ARCHITECTURES=90), else 80;90.
 
 include_guard(GLOBAL)
 
@@ -43,8 +49,73 @@ if(NOT PICKSCORE_CUDA)
     return()
 endif()
 
+# Only a value the user gave counts: enable_language() fills CMAKE_CUDA_ARCHITECTURES with a default.
+if(DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT CMAKE_CUDA_ARCHITECTURES STREQUAL "")
+    set(pickscore_cuda_arch_default "${CMAKE_CUDA_ARCHITECTURES}")
+else()
+    set(pickscore_cuda_arch_default "80;90")
+endif()
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
+
+# site-packages/nvidia of the Pythons around (for libraries installed as wheels), best first.
+set(pickscore_nvidia_wheel_dirs "")
+find_package(Python3 COMPONENTS Interpreter QUIET)
+find_program(PICKSCORE_PYTHON3_ON_PATH NAMES python3 NO_CACHE)
+foreach(py IN ITEMS "${Python3_EXECUTABLE}" "${PICKSCORE_PYTHON3_ON_PATH}")
+    if(NOT py)
+        continue()
+    endif()
+    execute_process(
+        COMMAND "${py}" -c "import site, sys; print(';'.join(site.getsitepackages() + [site.getusersitepackages()] + sys.path))"
+        OUTPUT_VARIABLE pickscore_site_packages OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    foreach(dir IN LISTS pickscore_site_packages)
+        if(dir AND IS_DIRECTORY "${dir}/nvidia")
+            list(APPEND pickscore_nvidia_wheel_dirs "${dir}/nvidia")
+        endif()
+    endforeach()
+endforeach()
+list(REMOVE_DUPLICATES pickscore_nvidia_wheel_dirs)
+
+# cuBLAS/cuBLASLt from a wheel where the toolkit has none. Only the cuBLAS headers are taken from
+# the wheel (linked into the build tree), so that the rest of the toolkit's headers are not mixed
+# with the wheel's copies of another CUDA version.
+if(NOT TARGET CUDA::cublasLt OR NOT TARGET CUDA::cublas)
+    set(pickscore_cublas_hints "")
+    foreach(dir IN LISTS pickscore_nvidia_wheel_dirs)
+        list(APPEND pickscore_cublas_hints "${dir}/cu${CUDAToolkit_VERSION_MAJOR}" "${dir}/cublas")
+    endforeach()
+    find_library(PICKSCORE_CUBLASLT_LIBRARY NAMES cublasLt "libcublasLt.so.${CUDAToolkit_VERSION_MAJOR}"
+                 HINTS ${pickscore_cublas_hints} PATH_SUFFIXES lib lib64)
+    find_library(PICKSCORE_CUBLAS_LIBRARY NAMES cublas "libcublas.so.${CUDAToolkit_VERSION_MAJOR}"
+                 HINTS ${pickscore_cublas_hints} PATH_SUFFIXES lib lib64)
+    find_path(PICKSCORE_CUBLAS_INCLUDE_DIR cublasLt.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${pickscore_cublas_hints}
+              PATH_SUFFIXES include)
+    if(NOT PICKSCORE_CUBLASLT_LIBRARY OR NOT PICKSCORE_CUBLAS_LIBRARY OR NOT PICKSCORE_CUBLAS_INCLUDE_DIR)
+        message(FATAL_ERROR "pickscore::cuda needs cuBLAS and cuBLASLt: none in the CUDA toolkit (${CUDAToolkit_LIBRARY_DIR}) "
+                            "nor in a Python wheel (site-packages/nvidia/cu${CUDAToolkit_VERSION_MAJOR}); "
+                            "set PICKSCORE_CUBLAS_LIBRARY, PICKSCORE_CUBLASLT_LIBRARY and PICKSCORE_CUBLAS_INCLUDE_DIR, "
+                            "or configure with -DPICKSCORE_CUDA=OFF")
+    endif()
+    set(pickscore_cublas_headers "${CMAKE_CURRENT_BINARY_DIR}/pickscore_cublas_include")
+    file(MAKE_DIRECTORY "${pickscore_cublas_headers}")
+    file(GLOB pickscore_cublas_header_files "${PICKSCORE_CUBLAS_INCLUDE_DIR}/cublas*.h")
+    foreach(h IN LISTS pickscore_cublas_header_files)
+        get_filename_component(name "${h}" NAME)
+        file(CREATE_LINK "${h}" "${pickscore_cublas_headers}/${name}" SYMBOLIC)
+    endforeach()
+    foreach(lib IN ITEMS cublasLt cublas)
+        if(NOT TARGET CUDA::${lib})
+            string(TOUPPER "${lib}" upper)
+            add_library(CUDA::${lib} SHARED IMPORTED GLOBAL)
+            set_target_properties(CUDA::${lib} PROPERTIES
+                IMPORTED_LOCATION "${PICKSCORE_${upper}_LIBRARY}"
+                INTERFACE_INCLUDE_DIRECTORIES "${pickscore_cublas_headers}"
+                INTERFACE_LINK_LIBRARIES CUDA::cudart)
+        endif()
+    endforeach()
+    message(STATUS "pickscore: cuBLAS from ${PICKSCORE_CUBLAS_LIBRARY}, cuBLASLt from ${PICKSCORE_CUBLASLT_LIBRARY}")
+endif()
 
 # nvcc compiles C++20. Older CMake releases do not know cuda_std_20 for newer nvcc versions; then
 # the flag is given directly.
@@ -56,22 +127,17 @@ function(pickscore_cuda_std20 target)
     endif()
 endfunction()
 
-set(PICKSCORE_CUDA_ARCHITECTURES "80;90" CACHE STRING "GPU architectures pickscore::cuda is built for (sm_80 or newer)")
+set(PICKSCORE_CUDA_ARCHITECTURES "${pickscore_cuda_arch_default}" CACHE STRING
+    "GPU architectures pickscore::cuda is built for (sm_80 or newer)")
 set(CUDNN_ROOT "$ENV{CUDNN_ROOT}" CACHE PATH "Where cuDNN is installed (include/cudnn.h, lib/libcudnn.so)")
 
-# cuDNN from a Python wheel (pip install nvidia-cudnn-cu12): site-packages/nvidia/cudnn/{include,lib}.
+# cuDNN from a Python wheel (pip install nvidia-cudnn-cu13): site-packages/nvidia/cudnn/{include,lib}.
 set(pickscore_cudnn_hints ${CUDNN_ROOT} ${CUDAToolkit_LIBRARY_ROOT})
-find_package(Python3 COMPONENTS Interpreter QUIET)
-if(Python3_Interpreter_FOUND)
-    execute_process(
-        COMMAND ${Python3_EXECUTABLE} -c "import site, sys; print(';'.join(site.getsitepackages() + [site.getusersitepackages()]))"
-        OUTPUT_VARIABLE pickscore_site_packages OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-    foreach(dir IN LISTS pickscore_site_packages)
-        if(EXISTS "${dir}/nvidia/cudnn")
-            list(APPEND pickscore_cudnn_hints "${dir}/nvidia/cudnn")
-        endif()
-    endforeach()
-endif()
+foreach(dir IN LISTS pickscore_nvidia_wheel_dirs)
+    if(EXISTS "${dir}/cudnn/include/cudnn.h")
+        list(APPEND pickscore_cudnn_hints "${dir}/cudnn")
+    endif()
+endforeach()
 find_path(PICKSCORE_CUDNN_INCLUDE_DIR cudnn.h
     HINTS ${pickscore_cudnn_hints} ${CUDAToolkit_INCLUDE_DIRS}
     PATH_SUFFIXES include)
