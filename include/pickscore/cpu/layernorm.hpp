@@ -49,6 +49,17 @@ void layernorm_forward(T* out, acc_t<T>* mean, acc_t<T>* rstd, const T* in, cons
     });
 }
 
+// The pre-LN block's residual join and the next LayerNorm together: resid_out = a + b (rounded to
+// T), then ln_out = LayerNorm(resid_out) · weight + bias — the composition of add and
+// layernorm_forward, and the reference for the fused CUDA kernel. resid_out may be the same
+// memory as a or b.
+template <class T>
+void add_layernorm_forward(T* resid_out, T* ln_out, acc_t<T>* mean, acc_t<T>* rstd, const T* a, const T* b,
+                           const T* weight, const T* bias, std::int64_t R, std::int64_t C, double eps) {
+    add<T>(resid_out, a, b, R * C);
+    layernorm_forward<T>(ln_out, mean, rstd, resid_out, weight, bias, R, C, eps);
+}
+
 // With x̂ = (x − μ)·rstd and g = dout ∘ weight, per row:
 //   din    = rstd · (g − mean_j(g) − x̂ · mean_j(g ∘ x̂))   (written, or added when din_mode == yes)
 //   dweight += Σ_rows dout ∘ x̂,   dbias += Σ_rows dout

@@ -7,7 +7,10 @@
 //     v ← β2 v + (1 - β2) g²
 //     p ← p - (lr / (1 - β1^t)) · m / (sqrt(v) / sqrt(1 - β2^t) + ε)
 // The bias corrections and the step size are formed in double (Python floats in PyTorch) and the
-// element arithmetic in acc_t<T>; m and v are stored in acc_t<T>.
+// element arithmetic in acc_t<T>; m and v are stored in acc_t<T>. adamw_update_flat is the same
+// step over raw buffers with the extras of ops::adamw_step_flat (a bf16 working copy written in the
+// same pass, clipping by a norm stored as f32); the CUDA kernel uses the same constants
+// (detail::adamw_factors) and the same order of operations.
 #pragma once
 
 #include <algorithm>
@@ -25,32 +28,89 @@ namespace detail {
 inline constexpr std::int64_t kOptimBlock = std::int64_t(1) << 15;  // elements per task
 
 inline std::int64_t optim_blocks(std::int64_t n) { return (n + kOptimBlock - 1) / kOptimBlock; }
+
+// The per-step constants of an AdamW update: formed in double (Python floats in PyTorch), then
+// rounded to the element arithmetic's type Acc. The CUDA backend uses these very values.
+template <class Acc>
+struct AdamWFactors {
+    Acc decay, step_size, bc2_sqrt, beta2, one_minus_beta1, one_minus_beta2, eps;
+};
+
+template <class Acc>
+AdamWFactors<Acc> adamw_factors(std::int64_t step, double lr, double beta1, double beta2, double eps,
+                                double weight_decay) {
+    const double bias_correction1 = 1.0 - std::pow(beta1, double(step));
+    const double bias_correction2 = 1.0 - std::pow(beta2, double(step));
+    return {Acc(1.0 - lr * weight_decay),
+            Acc(lr / bias_correction1),
+            Acc(std::sqrt(bias_correction2)),
+            Acc(beta2),
+            Acc(1.0 - beta1),
+            Acc(1.0 - beta2),
+            Acc(eps)};
+}
+
+// clip_grad_norm's rule applied to a norm stored as f32 (the device-buffer variants of
+// ops/optim.hpp): `finite` is false for an inf/NaN norm; otherwise `scale` says whether
+// coef = max_norm / (norm + 1e-6) is below 1, i.e. whether to multiply by it.
+struct ClipRule {
+    bool finite = true, scale = false;
+    double coef = 1.0;
+};
+
+inline ClipRule clip_rule(float norm, double max_norm) {
+    ClipRule r;
+    if (!std::isfinite(norm)) {
+        r.finite = false;
+        return r;
+    }
+    const double c = max_norm / (double(norm) + 1e-6);
+    if (c < 1.0) {
+        r.scale = true;
+        r.coef = c;
+    }
+    return r;
+}
+
 }  // namespace detail
+
+// One AdamW step over n elements of flat buffers (ops::adamw_step_flat): param of type P (the f32
+// master weights; any type here), m and v in acc_t<P>, grad of type G. param_bf16 (may be null)
+// receives bf16(updated param) in the same pass. grad_norm (may be null; one f32): the gradient is
+// clipped on the fly, g·coef in acc_t<P> (not rounded back to G), by clip_grad_norm's rule; a
+// non-finite grad_norm[0] skips the update (param, m, v unchanged; param_bf16 still written).
+template <class P, class G>
+void adamw_update_flat(P* param, bf16* param_bf16, acc_t<P>* m, acc_t<P>* v, const G* grad, const float* grad_norm,
+                       double max_norm, std::int64_t n, std::int64_t step, double lr, double beta1, double beta2,
+                       double eps, double weight_decay) {
+    using Acc = acc_t<P>;
+    const detail::AdamWFactors<Acc> f = detail::adamw_factors<Acc>(step, lr, beta1, beta2, eps, weight_decay);
+    const detail::ClipRule clip = grad_norm ? detail::clip_rule(grad_norm[0], max_norm) : detail::ClipRule{};
+    const Acc coef = Acc(clip.coef);
+    parallel_for(detail::optim_blocks(n), [&](std::int64_t blk) {
+        const std::int64_t end = std::min(n, (blk + 1) * detail::kOptimBlock);
+        for (std::int64_t i = blk * detail::kOptimBlock; i < end; ++i) {
+            if (clip.finite) {
+                Acc g = cast<Acc>(grad[i]);
+                if (clip.scale) g *= coef;
+                Acc p = cast<Acc>(param[i]) * f.decay;
+                m[i] += f.one_minus_beta1 * (g - m[i]);
+                v[i] = f.beta2 * v[i] + f.one_minus_beta2 * g * g;
+                const Acc denom = std::sqrt(v[i]) / f.bc2_sqrt + f.eps;
+                p -= f.step_size * m[i] / denom;
+                param[i] = cast<P>(p);
+            }
+            if (param_bf16) param_bf16[i] = cast<bf16>(param[i]);
+        }
+    });
+}
 
 template <class T>
 void adamw_update(TensorView<T, Cpu> param, TensorView<const T, Cpu> grad, TensorView<acc_t<T>, Cpu> m,
                   TensorView<acc_t<T>, Cpu> v, std::int64_t step, double lr, double beta1, double beta2, double eps,
                   double weight_decay) {
-    using Acc = acc_t<T>;
-    const double bias_correction1 = 1.0 - std::pow(beta1, double(step));
-    const double bias_correction2 = 1.0 - std::pow(beta2, double(step));
-    const Acc decay = Acc(1.0 - lr * weight_decay);
-    const Acc step_size = Acc(lr / bias_correction1);
-    const Acc bc2_sqrt = Acc(std::sqrt(bias_correction2));
-    const Acc b2 = Acc(beta2), one_minus_b1 = Acc(1.0 - beta1), one_minus_b2 = Acc(1.0 - beta2), e = Acc(eps);
-    const std::int64_t n = param.numel();
-    parallel_for(detail::optim_blocks(n), [&](std::int64_t blk) {
-        const std::int64_t end = std::min(n, (blk + 1) * detail::kOptimBlock);
-        for (std::int64_t i = blk * detail::kOptimBlock; i < end; ++i) {
-            const Acc g = cast<Acc>(grad[i]);
-            Acc p = cast<Acc>(param[i]) * decay;
-            m[i] += one_minus_b1 * (g - m[i]);
-            v[i] = b2 * v[i] + one_minus_b2 * g * g;
-            const Acc denom = std::sqrt(v[i]) / bc2_sqrt + e;
-            p -= step_size * m[i] / denom;
-            param[i] = cast<T>(p);
-        }
-    });
+    adamw_update_flat<T, T>(param.data(), nullptr, m.data(), v.data(), grad.data(), nullptr, 0.0, param.numel(), step,
+                            lr, beta1, beta2, eps, weight_decay);
 }
 
 // Σ g², accumulated in double; the same result for any thread count (fixed blocks, summed in order).

@@ -8,11 +8,20 @@
 //   din     = rstd · (g − mean_j(g) − x̂ · mean_j(g ∘ x̂))   written, or added (din_mode == yes)
 //   dweight += Σ_rows dout ∘ x̂,   dbias += Σ_rows dout       (accumulated)
 // In a pre-LN block the residual stream's gradient is already in din: pass Accumulate::yes.
+// add_layernorm_forward fuses the residual join before it: resid = a + b, out = LayerNorm(resid)
+// (on CUDA in one pass over memory; its backward is layernorm_backward with Accumulate::yes into
+// the residual gradient, which already reaches both summands).
+// CUDA: f32 and bf16, mean and rstd in f32; the same promises (aliasing, written/accumulated).
 #pragma once
 
 #include "../core/tensor.hpp"
 #include "../cpu/layernorm.hpp"
+#include "../cuda/enabled.hpp"
 #include "common.hpp"
+#if PICKSCORE_CUDA_ENABLED
+#include "../cuda/elementwise.hpp"
+#include "../cuda/layernorm.hpp"
+#endif
 
 namespace pickscore::ops {
 
@@ -53,8 +62,48 @@ void layernorm_forward(TensorView<T, D> out /*...,C*/, TensorView<acc_t<T>, D> m
     if constexpr (is_cpu<D>) {
         cpu::layernorm_forward<T>(out.data(), mean.data(), rstd.data(), in.data(), weight.data(), bias.data(),
                                   in.shape().rows(), in.shape().last(), eps);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(cuda::is_kernel_type<T>, "layernorm_forward: the CUDA backend supports f32 and bf16");
+        cuda::layernorm_forward<T>(out.data(), mean.data(), rstd.data(), in.data(), weight.data(), bias.data(),
+                                   in.shape().rows(), in.shape().last(), eps);
+#endif
     } else {
         static_assert(dependent_false<D>, "layernorm_forward: no backend for this device in this build");
+    }
+}
+
+// resid_out = a + b (rounded to T), ln_out = LayerNorm(resid_out) · weight + bias, in one pass:
+// the residual join of a pre-LN block and the LayerNorm after it. mean and rstd as in
+// layernorm_forward (of resid_out). resid_out may be the same memory as a or b (x += branch).
+template <class T, class D>
+void add_layernorm_forward(TensorView<T, D> resid_out /*...,C*/, TensorView<T, D> ln_out /*...,C*/,
+                           TensorView<acc_t<T>, D> mean /*R*/, TensorView<acc_t<T>, D> rstd /*R*/, In<T, D> a /*...,C*/,
+                           In<T, D> b /*...,C*/, In<T, D> weight /*C*/, In<T, D> bias /*C*/, double eps = 1e-5) {
+    const char* op = "add_layernorm_forward";
+    check_shape(op, "b", b.shape(), a.shape());
+    check_shape(op, "resid_out", resid_out.shape(), a.shape());
+    check_shape(op, "ln_out", ln_out.shape(), a.shape());
+    detail::check_layernorm_params(op, a.shape(), "weight", weight.shape());
+    detail::check_layernorm_params(op, a.shape(), "bias", bias.shape());
+    require<ShapeError>(mean.empty() == rstd.empty(), op, ": mean has shape ", mean.shape(), " and rstd has shape ",
+                        rstd.shape(), " (save both or neither)");
+    if (!mean.empty()) {
+        detail::check_row_stats(op, "mean", mean.shape(), a.shape());
+        detail::check_row_stats(op, "rstd", rstd.shape(), a.shape());
+    }
+    require<ShapeError>(eps >= 0, op, ": eps must be >= 0, got ", eps);
+    if constexpr (is_cpu<D>) {
+        cpu::add_layernorm_forward<T>(resid_out.data(), ln_out.data(), mean.data(), rstd.data(), a.data(), b.data(),
+                                      weight.data(), bias.data(), a.shape().rows(), a.shape().last(), eps);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(cuda::is_kernel_type<T>, "add_layernorm_forward: the CUDA backend supports f32 and bf16");
+        cuda::add_layernorm_forward<T>(resid_out.data(), ln_out.data(), mean.data(), rstd.data(), a.data(), b.data(),
+                                       weight.data(), bias.data(), a.shape().rows(), a.shape().last(), eps);
+#endif
+    } else {
+        static_assert(dependent_false<D>, "add_layernorm_forward: no backend for this device in this build");
     }
 }
 
@@ -76,6 +125,12 @@ void layernorm_backward(TensorView<T, D> din /*...,C*/, TensorView<T, D> dweight
     if constexpr (is_cpu<D>) {
         cpu::layernorm_backward<T>(din.data(), dweight.data(), dbias.data(), dout.data(), in.data(), weight.data(),
                                    mean.data(), rstd.data(), in.shape().rows(), in.shape().last(), din_mode);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(cuda::is_kernel_type<T>, "layernorm_backward: the CUDA backend supports f32 and bf16");
+        cuda::layernorm_backward<T>(din.data(), dweight.data(), dbias.data(), dout.data(), in.data(), weight.data(),
+                                    mean.data(), rstd.data(), in.shape().rows(), in.shape().last(), din_mode);
+#endif
     } else {
         static_assert(dependent_false<D>, "layernorm_backward: no backend for this device in this build");
     }

@@ -4,12 +4,17 @@
 // Backward (from the saved output):
 //   din[..., j] = out[..., j] · (dout[..., j] − Σ_k dout[..., k] · out[..., k])   (written)
 // −∞ entries (a mask) get probability 0; a row that is −∞ throughout has no softmax and gives
-// NaN, as in PyTorch.
+// NaN, as in PyTorch. CUDA: f32 and bf16, the same promises.
 #pragma once
 
 #include "../core/tensor.hpp"
 #include "../cpu/softmax.hpp"
+#include "../cuda/enabled.hpp"
 #include "common.hpp"
+#if PICKSCORE_CUDA_ENABLED
+#include "../cuda/elementwise.hpp"
+#include "../cuda/softmax.hpp"
+#endif
 
 namespace pickscore::ops {
 
@@ -20,6 +25,11 @@ void softmax_forward(TensorView<T, D> out /*...,N*/, In<T, D> in /*...,N*/) {
     require<ShapeError>(out.rank() >= 1, "softmax_forward: out has shape ", out.shape(), ", expected rank >= 1");
     if constexpr (is_cpu<D>) {
         cpu::softmax_forward<T>(out.data(), in.data(), out.shape().rows(), out.shape().last());
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(cuda::is_kernel_type<T>, "softmax_forward: the CUDA backend supports f32 and bf16");
+        cuda::softmax_forward<T>(out.data(), in.data(), out.shape().rows(), out.shape().last());
+#endif
     } else {
         static_assert(dependent_false<D>, "softmax_forward: no backend for this device in this build");
     }
@@ -33,6 +43,11 @@ void softmax_backward(TensorView<T, D> din /*...,N*/, In<T, D> dout /*...,N*/, I
     require<ShapeError>(din.rank() >= 1, "softmax_backward: din has shape ", din.shape(), ", expected rank >= 1");
     if constexpr (is_cpu<D>) {
         cpu::softmax_backward<T>(din.data(), dout.data(), out.data(), din.shape().rows(), din.shape().last());
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(cuda::is_kernel_type<T>, "softmax_backward: the CUDA backend supports f32 and bf16");
+        cuda::softmax_backward<T>(din.data(), dout.data(), out.data(), din.shape().rows(), din.shape().last());
+#endif
     } else {
         static_assert(dependent_false<D>, "softmax_backward: no backend for this device in this build");
     }
