@@ -36,14 +36,6 @@
 #include "common.cuh"
 #include "ptx.cuh"
 
-// `#pragma unroll` for nvcc; nothing for the emulation's C++ compiler (same as kernels/elementwise.cuh).
-#ifndef PICKSCORE_UNROLL
-#if defined(PICKSCORE_CUDA_EMULATION)
-#define PICKSCORE_UNROLL
-#else
-#define PICKSCORE_UNROLL _Pragma("unroll")
-#endif
-#endif
 
 namespace pickscore::cuda::kernels::attention {
 

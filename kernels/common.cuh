@@ -57,6 +57,14 @@
     T* name = reinterpret_cast<T*>(pickscore_dynamic_shared_bytes_)
 #endif
 
+// PICKSCORE_UNROLL before a loop: `#pragma unroll` for nvcc; nothing for the emulation's C++
+// compiler, which does not know the pragma (g++ would warn, and warnings are errors).
+#if defined(PICKSCORE_CUDA_EMULATION)
+#define PICKSCORE_UNROLL
+#else
+#define PICKSCORE_UNROLL _Pragma("unroll")
+#endif
+
 namespace pickscore::cuda {
 
 // ---- element types: pickscore's on the host, CUDA's in kernels -----------------------------------

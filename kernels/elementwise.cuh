@@ -15,14 +15,6 @@
 
 #include "common.cuh"
 
-// `#pragma unroll` for nvcc; nothing for the C++ compiler of the emulation, which does not know it.
-#ifndef PICKSCORE_UNROLL
-#if defined(PICKSCORE_CUDA_EMULATION)
-#define PICKSCORE_UNROLL
-#else
-#define PICKSCORE_UNROLL _Pragma("unroll")
-#endif
-#endif
 
 namespace pickscore::cuda::kernels::vec {
 

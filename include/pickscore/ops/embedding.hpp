@@ -65,16 +65,16 @@ HostInts host_ints(const char* op, const char* name, In<std::int32_t, D> values,
                         mirror[i], " vs ", values[i], ")");
 #if PICKSCORE_CUDA_ENABLED
     } else if constexpr (is_cuda<D>) {
-        if (mirror.empty() || cuda::sync_after_launch()) {
+        const bool compare = !mirror.empty() && cuda::sync_after_launch();  // PICKSCORE_CUDA_SYNC_CHECK
+        if (mirror.empty() || compare) {
             h.downloaded = cuda::to_host(values);  // waits for the stream
             h.view = h.downloaded;
         }
-        if (!mirror.empty()) {
-            for (std::int64_t i = 0; i < h.view.numel(); ++i)  // only with PICKSCORE_CUDA_SYNC_CHECK
+        if (compare)
+            for (std::int64_t i = 0; i < values.numel(); ++i)
                 require(mirror[i] == h.view[i], op, ": ", name, "_host differs from the device ", name,
                         " at element ", i, " (", mirror[i], " vs ", h.view[i], ")");
-            h.view = mirror;
-        }
+        if (!mirror.empty()) h.view = mirror;
 #endif
     } else {
         static_assert(dependent_false<D>, "host_ints: no backend for this device in this build");

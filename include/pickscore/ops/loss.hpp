@@ -13,10 +13,20 @@
 //     dlogit_scale += Σ_i Σ_k dL/ds_k s_k                                              (accumulated)
 // Probabilities, labels and weights are acc_t<T> (float, or double for T = double); the
 // probabilities are saved by the forward for the backward. Labels must be non-negative pairs that
-// sum to 1 (checked by the backend, within 1e-5).
+// sum to 1 (within 1e-5) and counts positive and finite.
 //
-// The scalar loss: the CPU returns it as a double. T is not deduced (the first argument is
-// acc_t<T>): call pickscore_loss_forward<float>(...).
+// Where those values are checked: wherever they are host memory. The CPU backend checks them and
+// throws Error naming the index. On CUDA they are device memory and reading them would wait for
+// the stream, so the CUDA backend does not check them; check them on the host before the upload
+// (cpu::check_preference_labels for labels; computing the weights with the CPU preference_weights
+// checks the counts). Bad values there are not silent either: an invalid label pair makes its
+// example's loss term and gradients NaN (so the loss is NaN), an invalid count makes every weight NaN.
+//
+// The scalar loss, two ways (T is not deduced: call pickscore_loss_forward<float>(...)):
+//   - into a device-side buffer `loss` [1] of acc_t<T>: pickscore_loss_forward<T>(loss, probs, ...).
+//     Backend-generic training code should use this one; on CUDA it never waits for the GPU.
+//   - returned as a double: pickscore_loss_forward<T>(probs, ...). On CUDA this copies the loss to
+//     the host and therefore WAITS for the stream; fine for evaluation, not inside a training step.
 #pragma once
 
 #include <cstdint>
@@ -25,14 +35,19 @@
 #include "../core/dtype.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/loss.hpp"
+#include "../cuda/enabled.hpp"
 #include "common.hpp"
+#if PICKSCORE_CUDA_ENABLED
+#include "../cuda/loss.hpp"
+#include "../cuda/storage.hpp"
+#endif
 
 namespace pickscore::ops {
 
 // weights[i] = (1 / n_i) / Σ_j (1 / n_j) from the per-example counts n_i (Pick-a-Pic's
 // num_example_per_prompt), given as floating-point numbers of the weights' type (float or
 // double; counts up to 2^24 are exact in float). Every count must be positive and finite (Error
-// naming the index otherwise). The weights sum to 1.
+// naming the index otherwise; on CUDA see the top of this file). The weights sum to 1.
 template <class A, class D>
 void preference_weights(TensorView<A, D> weights /*N*/, In<A, D> num_example_per_prompt /*N*/) {
     static_assert(std::is_floating_point_v<A>, "preference_weights: weights are float or double");
@@ -42,6 +57,11 @@ void preference_weights(TensorView<A, D> weights /*N*/, In<A, D> num_example_per
                         weights.shape(), " but num_example_per_prompt has shape ", num_example_per_prompt.shape());
     if constexpr (is_cpu<D>) {
         cpu::preference_weights<A>(weights, num_example_per_prompt);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        static_assert(std::is_same_v<A, float>, "preference_weights: the CUDA backend computes float weights");
+        cuda::preference_weights(weights.data(), num_example_per_prompt.data(), weights.numel());
+#endif
     } else {
         static_assert(dependent_false<D>, "preference_weights: no backend for this device in this build");
     }
@@ -66,7 +86,31 @@ inline void check_pickscore_loss(const char* op, const Shape& probs, bool has_pr
 }
 }  // namespace detail
 
+// loss[0] = L = Σ_i w_i KL(y_i || softmax(s_i)), written into a buffer on the device of the
+// inputs (no synchronisation); probs [N,2] (may be empty) receives p_i for the backward.
+template <class T, class D>
+void pickscore_loss_forward(TensorView<acc_t<T>, D> loss /*1*/, TensorView<acc_t<T>, D> probs /*N,2*/,
+                            In<T, D> text /*N,E L2-normalised*/, In<T, D> images /*N,2,E L2-normalised*/,
+                            In<acc_t<T>, D> labels /*N,2*/, In<acc_t<T>, D> weights /*N*/,
+                            In<T, D> logit_scale /*1*/) {
+    constexpr const char* op = "pickscore_loss_forward";
+    require<ShapeError>(loss.shape() == Shape{1}, op, ": loss has shape ", loss.shape(), ", expected [1]");
+    detail::check_pickscore_loss(op, probs.shape(), !probs.empty(), text.shape(), images.shape(), labels.shape(),
+                                 weights.shape(), logit_scale.shape());
+    if constexpr (is_cpu<D>) {
+        loss[0] = acc_t<T>(cpu::pickscore_loss_forward<T>(probs, text, images, labels, weights, logit_scale));
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::pickscore_loss_forward<T>(loss.data(), probs.data(), text.data(), images.data(), labels.data(),
+                                        weights.data(), logit_scale.data(), text.size(0), text.size(1));
+#endif
+    } else {
+        static_assert(dependent_false<D>, "pickscore_loss_forward: no backend for this device in this build");
+    }
+}
+
 // Returns L = Σ_i w_i KL(y_i || softmax(s_i)); probs [N,2] (may be empty) receives p_i for the backward.
+// On CUDA: the buffer variant above, then a copy to the host that waits for the stream.
 template <class T, class D>
 double pickscore_loss_forward(TensorView<acc_t<T>, D> probs /*N,2*/, In<T, D> text /*N,E L2-normalised*/,
                               In<T, D> images /*N,2,E L2-normalised*/, In<acc_t<T>, D> labels /*N,2*/,
@@ -75,6 +119,12 @@ double pickscore_loss_forward(TensorView<acc_t<T>, D> probs /*N,2*/, In<T, D> te
                                  images.shape(), labels.shape(), weights.shape(), logit_scale.shape());
     if constexpr (is_cpu<D>) {
         return cpu::pickscore_loss_forward<T>(probs, text, images, labels, weights, logit_scale);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        Tensor<acc_t<T>, Cuda> loss(Shape{1});
+        pickscore_loss_forward<T, D>(loss, probs, text, images, labels, weights, logit_scale);
+        return double(cuda::to_host(loss.cview())[0]);  // waits for the stream
+#endif
     } else {
         static_assert(dependent_false<D>, "pickscore_loss_forward: no backend for this device in this build");
     }
@@ -103,6 +153,12 @@ void pickscore_loss_backward(TensorView<T, D> dtext /*N,E written*/, TensorView<
     if constexpr (is_cpu<D>) {
         cpu::pickscore_loss_backward<T>(dtext, dimages, dlogit_scale, probs, text, images, labels, weights,
                                         logit_scale, dloss);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::pickscore_loss_backward<T>(dtext.data(), dimages.data(), dlogit_scale.data(), probs.data(), text.data(),
+                                         images.data(), labels.data(), weights.data(), logit_scale.data(), dloss,
+                                         text.size(0), text.size(1));
+#endif
     } else {
         static_assert(dependent_false<D>, "pickscore_loss_backward: no backend for this device in this build");
     }

@@ -14,7 +14,11 @@
 #include "../core/dtype.hpp"
 #include "../core/tensor.hpp"
 #include "../cpu/normalize.hpp"
+#include "../cuda/enabled.hpp"
 #include "common.hpp"
+#if PICKSCORE_CUDA_ENABLED
+#include "../cuda/normalize.hpp"
+#endif
 
 namespace pickscore::ops {
 
@@ -40,6 +44,10 @@ void l2_normalize_forward(TensorView<T, D> out /*R,C*/, TensorView<acc_t<T>, D> 
     if (!norm.empty()) detail::check_norm_shape(op, norm.shape(), "in", in.shape());
     if constexpr (is_cpu<D>) {
         cpu::l2_normalize_forward<T>(out, norm, in);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::l2_normalize_forward<T>(out.data(), norm.data(), in.data(), in.shape().rows(), in.shape().last());
+#endif
     } else {
         static_assert(dependent_false<D>, "l2_normalize_forward: no backend for this device in this build");
     }
@@ -59,6 +67,11 @@ void l2_normalize_backward(TensorView<T, D> din /*R,C*/, In<T, D> dout /*R,C*/, 
     detail::check_norm_shape(op, norm.shape(), "out", out.shape());
     if constexpr (is_cpu<D>) {
         cpu::l2_normalize_backward<T>(din, dout, out, norm);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::l2_normalize_backward<T>(din.data(), dout.data(), out.data(), norm.data(), out.shape().rows(),
+                                       out.shape().last());
+#endif
     } else {
         static_assert(dependent_false<D>, "l2_normalize_backward: no backend for this device in this build");
     }

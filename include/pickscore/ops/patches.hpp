@@ -15,7 +15,11 @@
 
 #include "../core/tensor.hpp"
 #include "../cpu/patches.hpp"
+#include "../cuda/enabled.hpp"
 #include "common.hpp"
+#if PICKSCORE_CUDA_ENABLED
+#include "../cuda/patches.hpp"
+#endif
 
 namespace pickscore::ops {
 
@@ -39,6 +43,10 @@ void patchify(TensorView<T, D> out /*B,(H/p)*(W/p),3*p*p*/, In<T, D> image /*B,3
     detail::check_patches("patchify", "out", out.shape(), "image", image.shape(), patch);
     if constexpr (is_cpu<D>) {
         cpu::patchify<T>(out, image, patch);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::patchify<T>(out.data(), image.data(), image.size(0), image.size(1), image.size(2), image.size(3), patch);
+#endif
     } else {
         static_assert(dependent_false<D>, "patchify: no backend for this device in this build");
     }
@@ -50,6 +58,11 @@ void unpatchify(TensorView<T, D> dimage /*B,3,H,W written*/, In<T, D> dout /*B,N
     detail::check_patches("unpatchify", "dout", dout.shape(), "dimage", dimage.shape(), patch);
     if constexpr (is_cpu<D>) {
         cpu::unpatchify<T>(dimage, dout, patch);
+#if PICKSCORE_CUDA_ENABLED
+    } else if constexpr (is_cuda<D>) {
+        cuda::unpatchify<T>(dimage.data(), dout.data(), dimage.size(0), dimage.size(1), dimage.size(2), dimage.size(3),
+                            patch);
+#endif
     } else {
         static_assert(dependent_false<D>, "unpatchify: no backend for this device in this build");
     }
