@@ -171,3 +171,32 @@ set_target_properties(pickscore_cuda PROPERTIES
     CUDA_SEPARABLE_COMPILATION OFF
     INSTALL_RPATH_USE_LINK_PATH ON)
 install(TARGETS pickscore_cuda EXPORT pickscoreTargets)
+
+# ---- pickscore::nccl: NCCL for data-parallel training on several GPUs (train/nccl.hpp) ---------------
+# An INTERFACE target (not exported) linking pickscore::cuda and NCCL and defining PICKSCORE_WITH_NCCL.
+# nccl.h and libnccl are looked for under NCCL_ROOT (variable or environment), in the CUDA toolkit,
+# the standard paths, and a Python wheel layout (site-packages/nvidia/nccl/{include,lib}, as PyTorch
+# installs it). Without NCCL the target is absent and `pickscore train` runs a single process.
+set(NCCL_ROOT "$ENV{NCCL_ROOT}" CACHE PATH "Where NCCL is installed (include/nccl.h, lib/libnccl.so)")
+set(pickscore_nccl_hints ${NCCL_ROOT})
+foreach(dir IN LISTS pickscore_nvidia_wheel_dirs)
+    if(EXISTS "${dir}/nccl/include/nccl.h")
+        list(APPEND pickscore_nccl_hints "${dir}/nccl")
+    endif()
+endforeach()
+find_path(PICKSCORE_NCCL_INCLUDE_DIR nccl.h
+    HINTS ${NCCL_ROOT} ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_LIBRARY_ROOT} ${pickscore_nccl_hints}
+    PATH_SUFFIXES include)
+find_library(PICKSCORE_NCCL_LIBRARY NAMES nccl libnccl.so.2
+    HINTS ${NCCL_ROOT} ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT} ${pickscore_nccl_hints}
+    PATH_SUFFIXES lib lib64)
+if(PICKSCORE_NCCL_INCLUDE_DIR AND PICKSCORE_NCCL_LIBRARY)
+    message(STATUS "pickscore: NCCL ${PICKSCORE_NCCL_LIBRARY} (pickscore::nccl)")
+    add_library(pickscore_nccl INTERFACE)
+    add_library(pickscore::nccl ALIAS pickscore_nccl)
+    target_include_directories(pickscore_nccl SYSTEM INTERFACE ${PICKSCORE_NCCL_INCLUDE_DIR})
+    target_link_libraries(pickscore_nccl INTERFACE pickscore_cuda ${PICKSCORE_NCCL_LIBRARY})
+    target_compile_definitions(pickscore_nccl INTERFACE PICKSCORE_WITH_NCCL)
+else()
+    message(STATUS "pickscore: no NCCL found (set NCCL_ROOT): pickscore::nccl and multi-GPU training are left out")
+endif()

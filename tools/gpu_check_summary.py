@@ -321,7 +321,7 @@ def sanitizer_cell(tool, rc, secs, log):
     if rc in ("skipped", "not built"):
         return rc
     if rc == "77":
-        return "skipped: no GPU"
+        return "skipped (no GPU, or too few)"
     text = log or ""
     if re.search(r"Device not supported|not supported on this device|Unable to find injection", text):
         return "unavailable"
@@ -364,7 +364,8 @@ def sanitizer_section(work, lines):
     bad = 0
     for name in order:
         mc, rcc = table[name].get("memcheck", "-"), table[name].get("racecheck", "-")
-        bad += any(not re.match(r"^0 (errors|hazards)", c) and c != "-" for c in (mc, rcc))
+        bad += any(not re.match(r"^0 (errors|hazards)", c) and c not in ("-", "skipped (no GPU, or too few)")
+                   for c in (mc, rcc))
         lines.append(f"{name:<40} {mc:<36} {rcc:<36}")
     return bad
 
