@@ -22,6 +22,13 @@
 //              RGBA images 4-channel: we drop alpha like every other mode.
 //   resize     Pillow BICUBIC straight to S x S (aspect ratio not kept), then rescale and
 //              normalise as in pickscore mode.
+//   torchvision  OpenAI CLIP's torchvision pipeline, which ImageReward and the LAION aesthetic
+//              predictor use: Resize(S, BICUBIC) on the PIL image (the same resize as pickscore
+//              mode), CenterCrop(S) at top = round((h - S) / 2) (Python's round: half to even;
+//              it differs from pickscore mode's floor when h - S is 3 mod 4), ToTensor
+//              (float32(v) / 255 in float32), Normalize in float32. Deviation: the references
+//              convert to RGB after resizing, so palette and alpha images are resized in their
+//              own mode there (Pillow resizes "P" with NEAREST); here every image is RGB first.
 #pragma once
 
 #include <array>
@@ -42,12 +49,13 @@
 
 namespace pickscore::io {
 
-enum class ResizeMode { pickscore, hpsv2, resize };
+enum class ResizeMode { pickscore, hpsv2, resize, torchvision };
 
 inline const char* resize_mode_name(ResizeMode m) {
     switch (m) {
         case ResizeMode::pickscore: return "pickscore";
         case ResizeMode::hpsv2: return "hpsv2";
+        case ResizeMode::torchvision: return "torchvision";
         default: return "resize";
     }
 }
@@ -56,7 +64,8 @@ inline ResizeMode parse_resize_mode(std::string_view s) {
     if (s == "pickscore") return ResizeMode::pickscore;
     if (s == "hpsv2") return ResizeMode::hpsv2;
     if (s == "resize") return ResizeMode::resize;
-    fail<Error>("unknown preprocessing mode '", s, "' (expected pickscore, hpsv2 or resize)");
+    if (s == "torchvision" || s == "openai") return ResizeMode::torchvision;
+    fail<Error>("unknown preprocessing mode '", s, "' (expected pickscore, hpsv2, resize or torchvision)");
 }
 
 struct PreprocessOptions {
@@ -90,11 +99,25 @@ inline std::array<std::array<float, 256>, 3> clip_value_table(const PreprocessOp
     return t;
 }
 
+// torchvision: ToTensor (float32(v) / 255 in float32), then Normalize in float32.
+inline std::array<std::array<float, 256>, 3> torchvision_value_table(const PreprocessOptions& o) {
+    std::array<std::array<float, 256>, 3> t;
+    for (int c = 0; c < 3; ++c) {
+        const float m = float(o.mean[std::size_t(c)]), s = float(o.std[std::size_t(c)]);
+        for (int v = 0; v < 256; ++v) {
+            const float x = float(v) / 255.0f;
+            const float d = x - m;
+            t[std::size_t(c)][std::size_t(v)] = d / s;
+        }
+    }
+    return t;
+}
+
 // Writes the S x S window of `img` whose top-left is (top, left) — parts outside the image are
 // zero pixels — as normalised CHW floats.
 inline void write_normalised_crop(TensorView<float, Cpu> out, const RgbImage& img, std::int64_t top,
                                   std::int64_t left, const PreprocessOptions& o) {
-    const auto table = clip_value_table(o);
+    const auto table = o.mode == ResizeMode::torchvision ? torchvision_value_table(o) : clip_value_table(o);
     const std::int64_t S = o.size;
     for (int c = 0; c < 3; ++c) {
         float* plane = out.data() + std::int64_t(c) * S * S;
@@ -278,7 +301,8 @@ inline RgbImage resized_for_preprocess(const RgbImage& img, const PreprocessOpti
     detail::check_preprocess_options(o);
     require<ShapeError>(img.width > 0 && img.height > 0, "preprocess: empty image");
     if (o.mode == ResizeMode::resize) return resize_bicubic(img, o.size, o.size, parallel);
-    require<Error>(o.mode == ResizeMode::pickscore, "resized_for_preprocess: the hpsv2 mode resizes in float");
+    require<Error>(o.mode == ResizeMode::pickscore || o.mode == ResizeMode::torchvision,
+                   "resized_for_preprocess: the hpsv2 mode resizes in float");
     const auto [w, h] = shortest_edge_size(img.width, img.height, o.size);
     return resize_bicubic(img, w, h, parallel);
 }
@@ -305,6 +329,12 @@ inline void preprocess_image(TensorView<float, Cpu> out /*3,S,S*/, const RgbImag
     std::int64_t top = detail::floor_div(r.height - S, 2), left = detail::floor_div(r.width - S, 2);
     if (r.height < S) top = -((S - r.height + 1) / 2);
     if (r.width < S) left = -((S - r.width + 1) / 2);
+    if (o.mode == ResizeMode::torchvision) {
+        // torchvision's center_crop: int(round((h - S) / 2.0)) (half to even); a smaller image is
+        // padded with (S - h) // 2 zero rows before it.
+        top = r.height >= S ? std::int64_t(std::nearbyint(double(r.height - S) / 2.0)) : -((S - r.height) / 2);
+        left = r.width >= S ? std::int64_t(std::nearbyint(double(r.width - S) / 2.0)) : -((S - r.width) / 2);
+    }
     detail::write_normalised_crop(out, r, top, left, o);
 }
 
