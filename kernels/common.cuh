@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -144,3 +145,38 @@ inline unsigned blocks_for(std::int64_t n, unsigned threads) {
 }
 
 }  // namespace pickscore::cuda
+
+// ---- 16-byte chunks: W elements of T moved as one vector load/store on the GPU -----------------
+// (memcpy in the emulation, where the pointer need not be suitably aligned for the compiler's
+// aliasing rules). The kernel chooses W so that sizeof(T) * W is 16 where the row starts allow.
+namespace pickscore::cuda::kernels::chunk {
+
+template <class T, int W>
+struct alignas(sizeof(T) * W) Chunk {
+    T v[W];
+};
+template <int W, class T>
+__device__ __forceinline__ Chunk<std::remove_const_t<T>, W> load(T* p) {
+    using C = Chunk<std::remove_const_t<T>, W>;
+#if defined(PICKSCORE_CUDA_EMULATION)
+    C c;
+    std::memcpy(&c, p, sizeof(C));
+    return c;
+#else
+    return *reinterpret_cast<const C*>(p);
+#endif
+}
+template <int W, class T>
+__device__ __forceinline__ void store(T* p, const Chunk<T, W>& c) {
+#if defined(PICKSCORE_CUDA_EMULATION)
+    std::memcpy(p, &c, sizeof(c));
+#else
+    *reinterpret_cast<Chunk<T, W>*>(p) = c;
+#endif
+}
+template <int W, class T>
+__device__ __forceinline__ void copy_chunk(T* dst, const T* src) {
+    store<W>(dst, load<W>(src));
+}
+
+}  // namespace pickscore::cuda::kernels::chunk

@@ -25,29 +25,9 @@
 namespace pickscore::cuda::kernels::embedding {
 
 // W consecutive elements moved as one access (a 16-byte load or store when W·sizeof(T) = 16).
-template <class T, int W>
-struct alignas(sizeof(T) * W) Chunk {
-    T v[W];
-};
-template <int W, class T>
-__device__ __forceinline__ Chunk<std::remove_const_t<T>, W> load(T* p) {
-    using C = Chunk<std::remove_const_t<T>, W>;
-#if defined(PICKSCORE_CUDA_EMULATION)
-    C c;
-    std::memcpy(&c, p, sizeof(C));
-    return c;
-#else
-    return *reinterpret_cast<const C*>(p);
-#endif
-}
-template <int W, class T>
-__device__ __forceinline__ void store(T* p, const Chunk<T, W>& c) {
-#if defined(PICKSCORE_CUDA_EMULATION)
-    std::memcpy(p, &c, sizeof(c));
-#else
-    *reinterpret_cast<Chunk<T, W>*>(p) = c;
-#endif
-}
+using chunk::Chunk;
+using chunk::load;
+using chunk::store;
 template <class T, int W>
 __device__ __forceinline__ Chunk<T, W> nan_chunk() {
     Chunk<T, W> c;

@@ -14,38 +14,15 @@
 #include <pickscore/cuda/normalize.hpp>
 
 #include "common.cuh"
+#include "elementwise.cuh"
 
 namespace pickscore::cuda::kernels::normalize {
 
-template <class T, int W>
-struct alignas(sizeof(T) * W) Chunk {
-    T v[W];
-};
-template <int W, class T>
-__device__ __forceinline__ Chunk<std::remove_const_t<T>, W> load(T* p) {
-    using C = Chunk<std::remove_const_t<T>, W>;
-#if defined(PICKSCORE_CUDA_EMULATION)
-    C c;
-    std::memcpy(&c, p, sizeof(C));
-    return c;
-#else
-    return *reinterpret_cast<const C*>(p);
-#endif
-}
-template <int W, class T>
-__device__ __forceinline__ void store(T* p, const Chunk<T, W>& c) {
-#if defined(PICKSCORE_CUDA_EMULATION)
-    std::memcpy(p, &c, sizeof(c));
-#else
-    *reinterpret_cast<Chunk<T, W>*>(p) = c;
-#endif
-}
+using chunk::Chunk;
+using chunk::load;
+using chunk::store;
 
-// The sum of v over the warp, in every lane (a fixed butterfly: the same bits on every run).
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
+using vec::warp_sum;  // a fixed butterfly: the same bits in every lane and on every run
 
 constexpr int kRowsPerBlock = 8;
 

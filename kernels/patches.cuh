@@ -19,18 +19,7 @@
 
 namespace pickscore::cuda::kernels::patches {
 
-template <class T, int V>
-struct alignas(sizeof(T) * V) Chunk {
-    T v[V];
-};
-template <int V, class T>
-__device__ __forceinline__ void copy_chunk(T* dst, const T* src) {
-#if defined(PICKSCORE_CUDA_EMULATION)
-    std::memcpy(dst, src, sizeof(Chunk<T, V>));
-#else
-    *reinterpret_cast<Chunk<T, V>*>(dst) = *reinterpret_cast<const Chunk<T, V>*>(src);
-#endif
-}
+using chunk::copy_chunk;
 
 constexpr int kRowsPerBlock = 8;
 constexpr int kThreads = 256;

@@ -37,6 +37,7 @@
 
 #include <unistd.h>
 
+#include "support/files.hpp"
 #include <pickscore/io/checkpoint.hpp>
 #include <pickscore/io/json.hpp>
 #include <pickscore/io/safetensors.hpp>
@@ -52,27 +53,10 @@ const fs::path kClip = fs::path(PICKSCORE_TEST_DATA_DIR) / "clip";
 
 template <class E = FormatError>
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-    try {
-        f();
-        FAIL("no error thrown; expected one mentioning " << parts.front());
-    } catch (const E& e) {
-        const std::string msg = e.what();
-        for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << p << "' not in: " << msg);
-    }
+    test::expect_error_of<E>(f, parts);
 }
 
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& tag) {
-        path = fs::temp_directory_path() / ("pickscore-parity-" + tag + "-" + std::to_string(::getpid()));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using test::TempDir;
 
 // max|got - want| / max(max|want|, floor).
 template <class A>

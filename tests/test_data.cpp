@@ -17,6 +17,7 @@
 
 #include <unistd.h>
 
+#include "support/files.hpp"
 #include <pickscore/data/dataset.hpp>
 #include <pickscore/data/loader.hpp>
 #include <pickscore/data/png.hpp>
@@ -32,27 +33,10 @@ namespace {
 
 template <class E = FormatError>
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-    try {
-        f();
-        FAIL("no error thrown; expected one mentioning " << parts.front());
-    } catch (const E& e) {
-        const std::string msg = e.what();
-        for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << p << "' not in: " << msg);
-    }
+    test::expect_error_of<E>(f, parts);
 }
 
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& tag) {
-        path = fs::temp_directory_path() / ("pickscore-data-" + tag + "-" + std::to_string(::getpid()));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using test::TempDir;
 
 std::vector<std::uint8_t> read_all(const fs::path& p) { return io::read_file_bytes(p); }
 void write_all(const fs::path& p, const std::vector<std::uint8_t>& b) {

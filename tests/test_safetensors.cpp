@@ -17,6 +17,7 @@
 #endif
 #include <unistd.h>
 
+#include "support/files.hpp"
 #include <pickscore/core/random.hpp>
 #include <pickscore/io/json.hpp>
 #include <pickscore/io/safetensors.hpp>
@@ -26,37 +27,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Runs f, which must throw E; every part must occur in the message.
 template <class E = FormatError>
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-    try {
-        f();
-        FAIL("no error thrown; expected one mentioning " << parts.front());
-    } catch (const E& e) {
-        const std::string msg = e.what();
-        for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << p << "' not in: " << msg);
-    }
+    test::expect_error_of<E>(f, parts);
 }
 
-// A fresh, empty folder under the system temporary folder, removed at scope exit.
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& tag) {
-        path = fs::temp_directory_path() / ("pickscore-st-" + tag + "-" + std::to_string(::getpid()));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::vector<std::string> listing() const {
-        std::vector<std::string> names;
-        for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
-        std::sort(names.begin(), names.end());
-        return names;
-    }
-};
+using test::TempDir;
 
 // A file from a header text (written as is, no padding) and a data section.
 std::vector<std::byte> raw_file(const std::string& header, const std::vector<std::uint8_t>& data) {

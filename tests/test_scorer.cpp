@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "support/tiny_vocab.hpp"
 #include <pickscore/io/npy.hpp>
 #include <pickscore/pickscore.hpp>
 
@@ -45,45 +46,10 @@ std::string error_of(F&& f) {
     return "(no exception thrown)";
 }
 
-void write_text(const fs::path& p, const std::string& s) {
-    std::ofstream f(p, std::ios::binary);
-    f << s;
-}
+using test::read_text;
+using test::write_text;
+using test::write_tiny_vocab;
 
-std::string read_text(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
-// A CLIP vocabulary of 520 ids: the 256 byte symbols, the same with </w>, six merges (making "cat",
-// "dog" and "red" single tokens), then start and end of text (518, 519).
-int write_tiny_vocab(const fs::path& dir) {
-    const auto& b2u = io::detail::byte_to_unicode();
-    const auto order = io::detail::byte_vocab_order();
-    auto sym = [&](int b) {
-        std::string s;
-        io::unicode::append_utf8(s, b2u[std::size_t(b)]);
-        return s;
-    };
-    io::Json vocab = io::Json::Object{};
-    std::int64_t id = 0;
-    for (int b : order) vocab.set(sym(b), io::Json(id++));
-    for (int b : order) vocab.set(sym(b) + "</w>", io::Json(id++));
-    const std::vector<std::pair<std::string, std::string>> merges = {
-        {"c", "a"}, {"ca", "t</w>"}, {"d", "o"}, {"do", "g</w>"}, {"r", "e"}, {"re", "d</w>"}};
-    std::string merges_txt = "#version: 0.2\n";
-    for (const auto& [a, b] : merges) {
-        vocab.set(a + b, io::Json(id++));
-        merges_txt += a + " " + b + "\n";
-    }
-    vocab.set("<|startoftext|>", io::Json(id++));
-    vocab.set("<|endoftext|>", io::Json(id++));
-    write_text(dir / "vocab.json", io::json::dump(vocab));
-    write_text(dir / "merges.txt", merges_txt);
-    return int(id);
-}
 
 // The tiny model's configuration: 28 px images in 14 px patches, a 520-id vocabulary over 16
 // positions, 2 layers each, embed dim 8.

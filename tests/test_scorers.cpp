@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "support/tiny_vocab.hpp"
 #include <pickscore/compare.hpp>
 #include <pickscore/cuda/enabled.hpp>
 #include <pickscore/io/checkpoint.hpp>
@@ -38,44 +39,10 @@ namespace {
 const fs::path kData = PICKSCORE_TEST_DATA_DIR;
 const fs::path kImages = kData / "images";
 
-void write_text(const fs::path& p, const std::string& s) {
-    std::ofstream f(p, std::ios::binary);
-    f << s;
-}
+using test::read_text;
+using test::write_text;
+using test::write_tiny_vocab;
 
-std::string read_text(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
-// A CLIP vocabulary of 520 ids (the 256 byte symbols, with </w>, six merges, start and end).
-int write_tiny_vocab(const fs::path& dir) {
-    const auto& b2u = io::detail::byte_to_unicode();
-    const auto order = io::detail::byte_vocab_order();
-    auto sym = [&](int b) {
-        std::string s;
-        io::unicode::append_utf8(s, b2u[std::size_t(b)]);
-        return s;
-    };
-    io::Json vocab = io::Json::Object{};
-    std::int64_t id = 0;
-    for (int b : order) vocab.set(sym(b), io::Json(id++));
-    for (int b : order) vocab.set(sym(b) + "</w>", io::Json(id++));
-    const std::vector<std::pair<std::string, std::string>> merges = {
-        {"c", "a"}, {"ca", "t</w>"}, {"d", "o"}, {"do", "g</w>"}, {"r", "e"}, {"re", "d</w>"}};
-    std::string merges_txt = "#version: 0.2\n";
-    for (const auto& [a, b] : merges) {
-        vocab.set(a + b, io::Json(id++));
-        merges_txt += a + " " + b + "\n";
-    }
-    vocab.set("<|startoftext|>", io::Json(id++));
-    vocab.set("<|endoftext|>", io::Json(id++));
-    write_text(dir / "vocab.json", io::json::dump(vocab));
-    write_text(dir / "merges.txt", merges_txt);
-    return int(id);
-}
 
 // A temporary folder with three models: clip/ (tiny random CLIP), ae/ (the aesthetic fixture),
 // ir/ (the ImageReward fixture + vocab.txt). Removed at the end of the program.

@@ -18,6 +18,7 @@
 
 #include <unistd.h>
 
+#include "support/files.hpp"
 #include <pickscore/data/loader.hpp>
 #include <pickscore/data/synthetic.hpp>
 #include <pickscore/io/checkpoint.hpp>
@@ -34,27 +35,10 @@ namespace {
 
 template <class E = Error>
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-    try {
-        f();
-        FAIL("no error thrown; expected one mentioning " << parts.front());
-    } catch (const E& e) {
-        const std::string msg = e.what();
-        for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << p << "' not in: " << msg);
-    }
+    test::expect_error_of<E>(f, parts);
 }
 
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& tag) {
-        path = fs::temp_directory_path() / ("pickscore-train-" + tag + "-" + std::to_string(::getpid()));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using test::TempDir;
 
 std::shared_ptr<const io::Tokenizer> tokenizer() {
     static auto tok = std::make_shared<const io::Tokenizer>(

@@ -4,6 +4,7 @@
 // and padding, both file formats, special tokens, bad files.
 #include <doctest/doctest.h>
 
+#include "support/files.hpp"
 #include <pickscore/io/gzip.hpp>
 #include <pickscore/io/json.hpp>
 #include <pickscore/io/wordpiece.hpp>
@@ -92,13 +93,7 @@ std::string show(const std::vector<std::int32_t>& v) {
 
 template <class E>
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-    try {
-        f();
-        FAIL("no error thrown; expected one mentioning " << parts.front());
-    } catch (const E& e) {
-        const std::string msg = e.what();
-        for (const auto& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "'" << p << "' not in: " << msg);
-    }
+    test::expect_error_of<E>(f, parts);
 }
 
 }  // namespace

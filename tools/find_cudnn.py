@@ -49,10 +49,11 @@ def site_dirs():
     return result
 
 
-def candidate_roots():
+def candidate_roots(root_var, wheel):
+    """Where to look: $root_var, the CUDA toolkit, /usr, then site-packages/nvidia/<wheel>."""
     roots = []
-    if os.environ.get("CUDNN_ROOT"):
-        roots.append(os.environ["CUDNN_ROOT"])
+    if os.environ.get(root_var):
+        roots.append(os.environ[root_var])
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):
             roots.append(os.environ[var])
@@ -60,42 +61,48 @@ def candidate_roots():
     if nvcc:
         roots.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     roots += ["/usr/local/cuda", "/usr"]
-    roots += [os.path.join(d, "nvidia", "cudnn") for d in site_dirs()]
+    roots += [os.path.join(d, "nvidia", wheel) for d in site_dirs()]
     return roots
 
 
-def find_in(root):
-    """(include dir, library file) of a cuDNN under root, or None."""
+def find_in(root, header, library):
+    """(include dir, library file) of the library under root (header e.g. cudnn.h, library e.g.
+    libcudnn.so or a versioned libcudnn.so.N), or None."""
     include = None
     for sub in ("include", "include/x86_64-linux-gnu", "targets/x86_64-linux/include"):
-        if os.path.isfile(os.path.join(root, sub, "cudnn.h")):
+        if os.path.isfile(os.path.join(root, sub, header)):
             include = os.path.join(root, sub)
             break
     if include is None:
         return None
     for sub in ("lib", "lib64", "lib/x86_64-linux-gnu", "targets/x86_64-linux/lib"):
         d = os.path.join(root, sub)
-        plain = os.path.join(d, "libcudnn.so")
+        plain = os.path.join(d, library)
         if os.path.isfile(plain):
             return include, plain
-        versioned = sorted(glob.glob(os.path.join(d, "libcudnn.so.[0-9]*")), key=len)
+        versioned = sorted(glob.glob(os.path.join(d, library + ".[0-9]*")), key=len)
         if versioned:
             return include, versioned[0]
     return None
 
 
-def main(argv):
+def find_main(argv, doc, root_var, wheel, header, library):
+    """The command line shared by find_cudnn.py and find_nccl.py."""
     what = argv[1] if len(argv) > 1 else "--root"
     if what not in ("--root", "--include", "--library"):
-        print(__doc__, file=sys.stderr)
+        print(doc, file=sys.stderr)
         return 2
-    for root in candidate_roots():
-        found = find_in(root)
+    for root in candidate_roots(root_var, wheel):
+        found = find_in(root, header, library)
         if found:
-            include, library = found
-            print({"--root": os.path.normpath(root), "--include": include, "--library": library}[what])
+            include, lib = found
+            print({"--root": os.path.normpath(root), "--include": include, "--library": lib}[what])
             return 0
     return 1
+
+
+def main(argv):
+    return find_main(argv, __doc__, "CUDNN_ROOT", "cudnn", "cudnn.h", "libcudnn.so")
 
 
 if __name__ == "__main__":

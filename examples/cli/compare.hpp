@@ -56,8 +56,6 @@ struct CompareManifest {
 inline CompareManifest read_compare_manifest(const std::filesystem::path& path) {
     using pickscore::FormatError;
     using pickscore::io::Json;
-    std::ifstream in(path);
-    if (!in) pickscore::fail<pickscore::IoError>("compare manifest: cannot open '", path.string(), "'");
     CompareManifest m;
     std::map<std::string, std::int64_t> prompt_id, gen_id;
     auto id_of = [](std::map<std::string, std::int64_t>& ids, std::vector<std::string>& names, const std::string& s) {
@@ -66,19 +64,7 @@ inline CompareManifest read_compare_manifest(const std::filesystem::path& path) 
         names.push_back(s);
         return ids[s] = std::int64_t(names.size() - 1);
     };
-    std::string line;
-    std::size_t n = 0;
-    while (std::getline(in, line)) {
-        ++n;
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.find_first_not_of(" \t") == std::string::npos) continue;
-        const std::string where = path.string() + ":" + std::to_string(n) + ": ";
-        Json j;
-        try {
-            j = pickscore::io::json::parse(line);
-        } catch (const pickscore::Error& e) {
-            pickscore::fail<FormatError>(where, e.what());
-        }
+    for_each_json_line(path, "compare manifest", [&](const std::string& where, const Json& j) {
         pickscore::require<FormatError>(j.is_object(), where,
                                         "expected a JSON object {\"prompt\": ..., \"generator\": ..., \"image\": ...}");
         const Json* p = j.find("prompt");
@@ -106,7 +92,7 @@ inline CompareManifest read_compare_manifest(const std::filesystem::path& path) 
             if (ip.is_relative()) ip = path.parent_path() / ip;
             m.items.push_back({pi, gi, ip});
         }
-    }
+    });
     pickscore::require<FormatError>(!m.items.empty(), "compare manifest '", path.string(), "' holds no images");
     return m;
 }

@@ -267,13 +267,14 @@ struct ManifestEntry {
     pickscore::Query query;
 };
 
-inline std::vector<ManifestEntry> read_manifest(const std::filesystem::path& path) {
+// Calls fn(where, object) for each non-empty line of a JSON-lines file, where = "FILE:LINE: " (for
+// error messages). A line that is not JSON is a FormatError naming the file and line; what names the
+// file in the error when it cannot be opened.
+template <class Fn>
+void for_each_json_line(const std::filesystem::path& path, std::string_view what, Fn&& fn) {
     using pickscore::FormatError;
-    using pickscore::io::Json;
     std::ifstream in(path);
-    if (!in) pickscore::fail<pickscore::IoError>("manifest: cannot open '", path.string(), "'");
-    const std::filesystem::path dir = path.parent_path();
-    std::vector<ManifestEntry> out;
+    if (!in) pickscore::fail<pickscore::IoError>(what, ": cannot open '", path.string(), "'");
     std::string line;
     std::size_t n = 0;
     while (std::getline(in, line)) {
@@ -281,12 +282,22 @@ inline std::vector<ManifestEntry> read_manifest(const std::filesystem::path& pat
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (line.find_first_not_of(" \t") == std::string::npos) continue;
         const std::string where = path.string() + ":" + std::to_string(n) + ": ";
-        Json j;
+        pickscore::io::Json j;
         try {
             j = pickscore::io::json::parse(line);
         } catch (const pickscore::Error& e) {
             pickscore::fail<FormatError>(where, e.what());
         }
+        fn(where, j);
+    }
+}
+
+inline std::vector<ManifestEntry> read_manifest(const std::filesystem::path& path) {
+    using pickscore::FormatError;
+    using pickscore::io::Json;
+    const std::filesystem::path dir = path.parent_path();
+    std::vector<ManifestEntry> out;
+    for_each_json_line(path, "manifest", [&](const std::string& where, const Json& j) {
         pickscore::require<FormatError>(j.is_object(), where, "expected a JSON object {\"prompt\": ..., \"images\": [...]}");
         const Json* p = j.find("prompt");
         const Json* imgs = j.find("images");
@@ -305,7 +316,7 @@ inline std::vector<ManifestEntry> read_manifest(const std::filesystem::path& pat
             e.id = id->is_string() ? id->as_string() : std::to_string(id->as_int64());
         }
         out.push_back(std::move(e));
-    }
+    });
     return out;
 }
 
