@@ -362,13 +362,13 @@ private:
     void schedule_scoring() {
         if (!scorer_) return;
         scorer_->post([this] {
-            std::vector<std::pair<std::string, std::vector<std::pair<std::int64_t, std::filesystem::path>>>> todo;
+            std::vector<std::pair<std::string, std::vector<std::pair<std::int64_t, std::filesystem::path>>>> unscored;
             {
                 std::lock_guard<std::mutex> lock(db_mu_);
-                todo = store_.images_without_score();
+                unscored = store_.images_without_score();
             }
             std::size_t scored = 0;
-            for (const auto& [prompt, images] : todo) {
+            for (const auto& [prompt, images] : unscored) {
                 if (stopping_) return;
                 std::vector<std::filesystem::path> paths;
                 for (const auto& im : images) paths.push_back(opt_.pool / im.second);
