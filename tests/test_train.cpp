@@ -235,7 +235,7 @@ TEST_CASE("host communicator: sums, broadcast, gathered ranges, barrier; identic
         train::HostCommunicator c(g2, 1);
         expect_error([&] { c.barrier(); }, {"another rank failed"});
     });
-    g2->abort();
+    g2->mark_failed();
     other.join();
 }
 

@@ -102,7 +102,7 @@ public:
     }
     int world() const { return world_; }
 
-    // Blocks until all W ranks have arrived. If a rank failed (abort()), throws in every waiter.
+    // Blocks until all W ranks have arrived. If a rank failed (mark_failed()), throws in every waiter.
     void arrive_and_wait() {
         std::unique_lock<std::mutex> lk(m_);
         check_aborted();
@@ -117,7 +117,7 @@ public:
         check_aborted();
     }
     // A rank that failed calls this so the others do not wait for it forever.
-    void abort() {
+    void mark_failed() {
         std::lock_guard<std::mutex> lk(m_);
         aborted_ = true;
         cv_.notify_all();
@@ -196,7 +196,7 @@ private:
         try {
             fn();
         } catch (...) {
-            g_->abort();
+            g_->mark_failed();
             throw;
         }
         g_->arrive_and_wait();
