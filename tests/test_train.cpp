@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -239,6 +240,120 @@ TEST_CASE("host communicator: sums, broadcast, gathered ranges, barrier; identic
     other.join();
 }
 
+TEST_CASE("overlapped sums: buckets made from the reported ranges, gaps summed late, the sums equal the blocking ones") {
+    constexpr int W = 2;
+    constexpr std::int64_t n = 40;
+    auto group = std::make_shared<train::HostGroup>(W);
+    std::vector<std::vector<float>> buf(W);
+    std::vector<train::OverlappedSum::Stats> stats(W);
+    std::vector<std::int64_t> started(W);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < W; ++r)
+        threads.emplace_back([&, r] {
+            train::HostCommunicator c(group, r);
+            auto& b = buf[std::size_t(r)];
+            for (std::int64_t i = 0; i < n; ++i) b.push_back(float(i) + 0.5f * float(r));
+            train::OverlappedSum sum(c, 8);
+            sum.begin(b.data(), n, DType::f32);
+            // Descending and touching: one bucket until it reaches 8 elements; then a range that does
+            // not touch it closes it; [30, 36) is never reported (summed late by finish).
+            sum.ready(24, 30);
+            sum.ready(20, 24);  // joins: 10 >= 8, started
+            sum.ready(16, 20);
+            sum.ready(0, 4);    // does not touch [16, 20): that one is started alone
+            sum.ready(4, 10);   // joins above: 10 >= 8, started
+            sum.ready(10, 16);
+            sum.ready(36, 40);  // [10, 16) started; [36, 40) open until finish
+            stats[std::size_t(r)] = sum.finish();
+            started[std::size_t(r)] = c.async_started();
+            // A blocking call afterwards still meets the other rank in order.
+            double one = 1.0;
+            c.all_reduce_sum_host(&one, 1);
+            CHECK(one == 2.0);
+        });
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < W; ++r) {
+        for (std::int64_t i = 0; i < n; ++i) CHECK(buf[std::size_t(r)][std::size_t(i)] == 2.0f * float(i) + 0.5f);
+        CHECK(stats[std::size_t(r)].buckets == 5);
+        CHECK(stats[std::size_t(r)].late_elements == 6);
+        CHECK(started[std::size_t(r)] == 6);  // 5 buckets and the late gap
+    }
+    // A range reported twice, or outside the buffer, is an error (one rank: nothing to wait for).
+    train::LocalCommunicator local;
+    std::vector<float> x(8, 1.0f);
+    train::OverlappedSum sum(local, 4);
+    sum.begin(x.data(), 8, DType::f32);
+    expect_error([&] { sum.ready(6, 9); }, {"[6, 9)", "8 elements"});
+    sum.ready(0, 4);
+    sum.ready(2, 6);
+    expect_error([&] { (void)sum.finish(); }, {"reported twice"});
+    // A rank whose sums fail reports it at wait_async, and the other rank is released.
+    auto g2 = std::make_shared<train::HostGroup>(2);
+    std::thread other([&] {
+        train::HostCommunicator c(g2, 1);
+        float v = 1.0f;
+        c.all_reduce_sum_async(&v, 1, DType::f32);
+        expect_error([&] { c.wait_async(); }, {"another rank failed"});
+    });
+    g2->mark_failed();
+    other.join();
+}
+
+TEST_CASE("backward hooks: the reported ranges tile the gradient buffer once, and hold their final values") {
+    model::ClipConfig cfg = small_config();
+    cfg.vision.layers = 2;
+    cfg.text.layers = 3;
+    for (bool recompute : {false, true}) {
+        CAPTURE(recompute);
+        model::ClipModel<double> m(cfg, model::ClipOptions{.batch = 2, .recompute = recompute});
+        Rng rng(4);
+        m.init_weights(rng);
+        data::DataLoader loader(train_set(), tokenizer(), loader_options(2));
+        const data::Batch b = *loader.next();
+        Tensor<double, Cpu> pix(Shape{2, 2, 3, 16, 16});
+        for (std::int64_t i = 0; i < pix.numel(); ++i) pix[i] = double(b.pixels.data()[i]);
+        Tensor<double, Cpu> labels(Shape{2, 2}), weights(Shape{2});
+        for (std::int64_t i = 0; i < 4; ++i) labels[i] = double(b.labels[std::size_t(i)]);
+        weights[0] = weights[1] = 0.5;
+        // Gradients accumulate: start from a first call's, so "final" means final for the sum.
+        m.zero_grad();
+        (void)m.loss_and_grad(b.ids.view(), pix.view(), labels.view(), weights.view());
+        std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
+        std::vector<std::vector<double>> snapshots;
+        (void)m.loss_and_grad(b.ids.view(), pix.view(), labels.view(), weights.view(),
+                              [&](std::int64_t lo, std::int64_t hi) {
+                                  ranges.emplace_back(lo, hi);
+                                  const auto g = m.flat_gradients();
+                                  snapshots.emplace_back(g.data() + lo, g.data() + hi);
+                              });
+        const auto g = m.flat_gradients();
+        // Final: nothing after the report changed the range (the whole gradient is non-trivial).
+        double changed = 0, norm = 0;
+        for (std::size_t k = 0; k < ranges.size(); ++k)
+            for (std::int64_t i = ranges[k].first; i < ranges[k].second; ++i) {
+                changed = std::max(changed, std::abs(g[i] - snapshots[k][std::size_t(i - ranges[k].first)]));
+                norm += g[i] * g[i];
+            }
+        CHECK(changed == 0.0);
+        CHECK(norm > 1e-6);
+        // The first report is logit_scale, the second the vision head; blocks come from the end.
+        REQUIRE(ranges.size() >= 4);
+        CHECK(ranges[0].first == 0);
+        const auto& store = m.store();
+        CHECK(ranges[1].first == store.offset(*store.find("vision_model.post_layernorm.weight")));
+        CHECK(ranges[1].second == store.end(*store.find("visual_projection.weight")));
+        CHECK(ranges[2].first == store.offset(*store.find("vision_model.encoder.layers.1.self_attn.k_proj.weight")));
+        // Once each, covering everything.
+        std::sort(ranges.begin(), ranges.end());
+        std::int64_t at = 0;
+        for (const auto& [lo, hi] : ranges) {
+            CHECK(lo == at);
+            at = hi;
+        }
+        CHECK(at == g.numel());
+    }
+}
+
 TEST_CASE("distributed environment: rank and world from the launcher's variables") {
     ::setenv("OMPI_COMM_WORLD_RANK", "3", 1);
     ::setenv("OMPI_COMM_WORLD_SIZE", "8", 1);
@@ -290,7 +405,8 @@ TEST_CASE("gradient accumulation is exact: micro-batches of 2 and 1 equal one ba
     CHECK(max_abs_diff(results[0], params_of(*fresh)) > 1e-3);
 }
 
-TEST_CASE("two host ranks with half the batch each make the same updates as one rank (double), sharded or not") {
+TEST_CASE("two host ranks with half the batch each make the same updates as one rank (double), sharded or not, "
+          "gradients summed during the backward or after it") {
     // One rank, the whole batch of 4.
     auto single = make_model<double>(4);
     std::vector<double> single_loss;
@@ -300,12 +416,16 @@ TEST_CASE("two host ranks with half the batch each make the same updates as one 
         train::Trainer<double> t(*single, loader, comm, train_options(4));
         for (int s = 0; s < 3; ++s) single_loss.push_back(t.step().loss);
     }
-    for (bool shard : {false, true}) {
+    std::map<bool, std::vector<double>> blocking_params;
+    for (const auto& [shard, overlap] : {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
         CAPTURE(shard);
+        CAPTURE(overlap);
         auto group = std::make_shared<train::HostGroup>(2);
         std::vector<std::unique_ptr<model::ClipModel<double>>> models;
         for (int r = 0; r < 2; ++r) models.push_back(make_model<double>(2));
         std::vector<std::vector<double>> loss(2);
+        std::vector<train::OverlappedSum::Stats> stats(2);
+        std::vector<std::int64_t> started(2);
         std::vector<std::thread> threads;
         for (int r = 0; r < 2; ++r)
             threads.emplace_back([&, r] {
@@ -313,11 +433,27 @@ TEST_CASE("two host ranks with half the batch each make the same updates as one 
                 data::DataLoader loader(train_set(), tokenizer(), loader_options(4, r, 2));
                 auto o = train_options(4);
                 o.shard_optimizer = shard;
+                o.overlap_communication = overlap;
+                o.bucket_elements = 512;  // many buckets for this small model
                 train::Trainer<double> t(*models[std::size_t(r)], loader, comm, o);
                 CHECK(t.optimizer().sharded() == shard);
                 for (int s = 0; s < 3; ++s) loss[std::size_t(r)].push_back(t.step().loss);
+                stats[std::size_t(r)] = t.overlap_stats();
+                started[std::size_t(r)] = comm.async_started();
             });
         for (auto& t : threads) t.join();
+        for (int r = 0; r < 2; ++r) {
+            // With overlap, each step's gradient went out in several buckets during the backward,
+            // every element reported (none summed late); without, none was started that way.
+            CHECK(stats[std::size_t(r)].buckets == stats[0].buckets);
+            CHECK((overlap ? stats[std::size_t(r)].buckets > 3 : stats[std::size_t(r)].buckets == 0));
+            CHECK(stats[std::size_t(r)].late_elements == 0);
+            CHECK(started[std::size_t(r)] == (overlap ? 3 * stats[std::size_t(r)].buckets : 0));
+        }
+        // The sums are per element, so cutting them into buckets does not change a bit: the run with
+        // overlap ends exactly where the same run without it did.
+        if (!overlap) blocking_params[shard] = params_of(*models[0]);
+        else CHECK(params_of(*models[0]) == blocking_params[shard]);
         for (int r = 0; r < 2; ++r) {
             // As for accumulation: summation order only (see above).
             CHECK(max_abs_diff(params_of(*models[std::size_t(r)]), params_of(*single)) < 1e-10);
@@ -359,6 +495,41 @@ TEST_CASE("bf16 with f32 master weights: the working copy is the rounding of the
         // Some updates are smaller than bf16's spacing: the master keeps them, the copy does not (yet).
         CHECK(moved_below_bf16 > 0);
     }
+}
+
+TEST_CASE("bf16 on two host ranks with micro-batches: the f32 accumulator is summed during the backward, "
+          "bit for bit as after it") {
+    std::vector<std::vector<double>> params;
+    for (bool overlap : {false, true}) {
+        CAPTURE(overlap);
+        auto group = std::make_shared<train::HostGroup>(2);
+        std::vector<std::unique_ptr<model::ClipModel<bf16>>> models;
+        for (int r = 0; r < 2; ++r) models.push_back(make_model<bf16>(1));
+        std::vector<std::int64_t> late(2, -1), buckets(2, -1);
+        std::vector<std::thread> threads;
+        for (int r = 0; r < 2; ++r)
+            threads.emplace_back([&, r] {
+                train::HostCommunicator comm(group, r);
+                data::DataLoader loader(train_set(), tokenizer(), loader_options(4, r, 2));
+                auto o = train_options(4);
+                o.micro_batch = 1;  // two micro-batches per rank: bf16 gradients go through the f32 accumulator
+                o.schedule.peak = 3e-3;
+                o.overlap_communication = overlap;
+                o.bucket_elements = 256;
+                train::Trainer<bf16> t(*models[std::size_t(r)], loader, comm, o);
+                for (int s = 0; s < 3; ++s) CHECK(std::isfinite(t.step().loss));
+                late[std::size_t(r)] = t.overlap_stats().late_elements;
+                buckets[std::size_t(r)] = t.overlap_stats().buckets;
+            });
+        for (auto& t : threads) t.join();
+        CHECK(params_of(*models[0]) == params_of(*models[1]));
+        CHECK(late[0] == 0);
+        CHECK((overlap ? buckets[0] > 3 : buckets[0] == 0));
+        params.push_back(params_of(*models[0]));
+    }
+    CHECK(params[0] == params[1]);
+    auto fresh = make_model<bf16>(1);
+    CHECK(max_abs_diff(params[0], params_of(*fresh)) > 0);
 }
 
 TEST_CASE("checkpoints: an interrupted and resumed run repeats the straight run's losses exactly (f32)") {

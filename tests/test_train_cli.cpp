@@ -243,7 +243,8 @@ TEST_CASE("pickscore train: a JSONL manifest and a --config file; flags win over
                           << R"(", "config_name": "small", "vocab": ")" << vocab()
                           << R"(", "steps": 5, "batch": 4, "micro-batch": 2, "lr": 1e-3, "warmup": 1,
                                 "threads": 2, "workers": 1, "recompute": false})";
-    const Run r = train({"--config", config.string(), "--steps", "2"});
+    const Run r = train({"--config", config.string(), "--steps", "2", "--shard-optimizer", "--bucket-mb", "8",
+                         "--no-overlap"});
     INFO(r.out << r.err);
     REQUIRE(r.status == 0);
     CHECK(contains(r.out, "data: 8 pairs of split train from "));
@@ -253,6 +254,10 @@ TEST_CASE("pickscore train: a JSONL manifest and a --config file; flags win over
     CHECK(cfg["steps"].as_int64() == 2);
     CHECK(cfg["micro_batch"].as_int64() == 2);
     CHECK(cfg["recompute"].as_bool() == false);
+    // The data-parallel settings are recorded (one process here: nothing to shard or sum).
+    CHECK(cfg["shard_optimizer"].as_bool() == true);
+    CHECK(cfg["overlap"].as_bool() == false);
+    CHECK(cfg["bucket_mb"].as_double() == 8.0);
 
     // A key the command does not know is a usage error naming it.
     std::ofstream(work().path / "bad.json") << R"({"stpes": 3})";
@@ -301,6 +306,9 @@ TEST_CASE("pickscore train: errors are clear, with exit status 1 (errors) or 2 (
     r = train(common(out) + std::vector<std::string>{"--lr", "fast"});
     CHECK(r.status == 2);
     CHECK(contains(r.err, "--lr must be a number"));
+    r = train(common(out) + std::vector<std::string>{"--bucket-mb", "0"});
+    CHECK(r.status == 2);
+    CHECK(contains(r.err, "--bucket-mb must be a number"));
 
     // Launched as one of several processes: this build has no multi-process communicator.
     r = train(common(out) + std::vector<std::string>{"--steps", "1"}, "PICKSCORE_RANK=0 PICKSCORE_WORLD_SIZE=2");

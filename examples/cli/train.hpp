@@ -89,6 +89,10 @@ inline constexpr const char* train_usage =
     "  --split NAME          the split of --data to train on (default: train when present, else all records)\n"
     "  --val-split NAME      the split of --val (default: validation_unique when present, else all records)\n"
     "  --no-recompute        keep all activations (default: per-block recomputation, as the recipe)\n"
+    "  --shard-optimizer     several processes: each keeps the f32 master weights and AdamW moments of\n"
+    "                        1/N of the parameters only (ZeRO stage 1; 12 bytes per parameter saved on the rest)\n"
+    "  --bucket-mb X         several processes: gradients are summed in buckets of about X MiB (default 64)\n"
+    "  --no-overlap          several processes: sum the gradients after the backward instead of during it\n"
     "  --no-eval-on-start    skip the validation at step 0\n"
     "  --workers N           data loading threads (default 4)\n"
     "  --max-corrupt N       corrupt records skipped before giving up (default 100; -1 no limit)\n"
@@ -112,6 +116,8 @@ struct TrainSettings {
     double lr = 3e-6, weight_decay = 0.3, clip = 1.0;
     std::string warmup_type = "log", device = "cpu", dtype;  // dtype empty: bf16 on cuda, f32 on cpu
     bool resume = false, recompute = true, eval_on_start = true;
+    bool shard_optimizer = false, overlap = true;
+    double bucket_mb = 64;
 
     // The effective settings as JSON (DIR/train_config.json, the checkpoints' record).
     pickscore::io::Json to_json() const {
@@ -141,6 +147,9 @@ struct TrainSettings {
         j.set("save_every", Json(save_every));
         j.set("keep", Json(keep));
         j.set("recompute", recompute);
+        j.set("shard_optimizer", shard_optimizer);
+        j.set("overlap", overlap);
+        j.set("bucket_mb", Json(bucket_mb));
         j.set("eval_on_start", eval_on_start);
         j.set("workers", Json(workers));
         j.set("max_corrupt", Json(max_corrupt));
@@ -217,6 +226,9 @@ inline void set_train_setting(TrainSettings& s, const std::string& key, const st
     else if (key == "keep") s.keep = integer(1, 1 << 20);
     else if (key == "resume") s.resume = boolean();
     else if (key == "recompute") s.recompute = boolean();
+    else if (key == "shard_optimizer") s.shard_optimizer = boolean();
+    else if (key == "overlap") s.overlap = boolean();
+    else if (key == "bucket_mb") s.bucket_mb = real(0.001, 1 << 20);
     else if (key == "eval_on_start") s.eval_on_start = boolean();
     else if (key == "workers") s.workers = integer(1, 256);
     else if (key == "max_corrupt") s.max_corrupt = integer(-1, big);
@@ -274,9 +286,10 @@ inline bool parse_train_args(TrainSettings& s, int argc, char** argv) {
             ++i;
             continue;
         }
-        if (name == "resume" || name == "recompute" || name == "eval-on-start") {
+        if (name == "resume" || name == "recompute" || name == "eval-on-start" || name == "shard-optimizer" ||
+            name == "overlap") {
             set_train_setting(s, train_key(name), "true", std::string(a));
-        } else if (name == "no-recompute" || name == "no-eval-on-start") {
+        } else if (name == "no-recompute" || name == "no-eval-on-start" || name == "no-overlap") {
             set_train_setting(s, train_key(name.substr(3)), "false", std::string(a));
         } else {
             if (i + 1 >= argc) throw UsageProblem{std::string(a) + " needs a value"};
@@ -470,6 +483,11 @@ int run_training(const TrainSettings& s, const TrainTokenizer& tok, const picksc
     o.schedule.warmup_type = train::parse_warmup_type(s.warmup_type);
     o.adam.weight_decay = s.weight_decay;
     o.max_grad_norm = s.clip;
+    o.shard_optimizer = s.shard_optimizer;
+    o.overlap_communication = s.overlap;
+    // Buckets are counted in elements of the summed buffer, which is f32 for both dtypes (with several
+    // ranks a bf16 model's gradients are summed in its f32 accumulator).
+    o.bucket_elements = std::max<std::int64_t>(1, std::int64_t(s.bucket_mb * 1024.0 * 1024.0 / 4.0));
     o.eval_every = val_set ? s.eval_every : 0;
     o.eval_on_start = s.eval_on_start;
     o.eval_batch = micro;  // the model's arenas are planned for this many prompts (2x images)
@@ -489,8 +507,10 @@ int run_training(const TrainSettings& s, const TrainTokenizer& tok, const picksc
                 static_cast<long long>(cfg.num_parameters()), s.dtype.c_str(), s.device.c_str(),
                 s.recompute ? ", per-block recomputation" : "");
     if (comm.world() > 1 && lead)
-        std::printf("data parallel: %d processes over NCCL, %lld pairs each per step\n", comm.world(),
-                    static_cast<long long>(share));
+        std::printf("data parallel: %d processes over NCCL, %lld pairs each per step; gradients summed in %g MiB "
+                    "buckets %s the backward%s\n",
+                    comm.world(), static_cast<long long>(share), s.bucket_mb, s.overlap ? "during" : "after",
+                    s.shard_optimizer ? "; optimizer state sharded" : "");
     if (lead) std::printf("recipe: %lld steps of %lld pairs (micro-batch %lld), AdamW lr %g (%s warmup %lld, 0 at step %lld), "
                 "weight decay %g, clip %g, seed %lld\n",
                 static_cast<long long>(s.steps), static_cast<long long>(s.batch), static_cast<long long>(micro), s.lr,

@@ -1,5 +1,6 @@
 // NcclCommunicator (train/nccl.hpp) on real GPUs, ranks as threads of this process, one GPU each:
-// sums (f32, f64, bf16), broadcasts, the host sum, the barrier and the gather of ranges, compared
+// sums (f32, f64, bf16; blocking, and started without waiting as the trainer's overlapped gradient
+// buckets are), broadcasts, the host sum, the barrier and the gather of ranges, compared
 // with what HostCommunicator (train/comm.hpp) computes from the same inputs. The ranks agree on the
 // NCCL id through an id file, as separate processes would.
 //
@@ -106,7 +107,7 @@ bool same(const std::vector<T>& a, const std::vector<T>& b) {
 
 // The results of one rank: what the sequence of collectives below leaves in each buffer.
 struct Results {
-    std::vector<float> sum_f32, big_f32, bcast_f32, gather_f32;
+    std::vector<float> sum_f32, big_f32, bcast_f32, gather_f32, async_f32;
     std::vector<double> sum_f64, host;
     std::vector<bf16> sum_bf16, gather_bf16;
 };
@@ -141,6 +142,17 @@ Results exercise(Communicator& c) {
                        [&](void* p, DType dt) { c.all_reduce_sum(p, std::int64_t(n_small), dt); });
     out.bcast_f32 = run(input<float>(r, n_small, 4), DType::f32,
                         [&](void* p, DType dt) { c.broadcast(p, std::int64_t(n_small), dt, bcast_root_of(W)); });
+    // Overlap (train/overlap.hpp): three pieces of one buffer started without waiting, out of
+    // order, then wait_async; the read that follows runs on the current stream.
+    out.async_f32 = run(input<float>(r, n_big, 5), DType::f32, [&](void* p, DType dt) {
+        float* f = static_cast<float*>(p);
+        const std::int64_t a = 1000, b = 500000, n = std::int64_t(n_big);
+        c.all_reduce_sum_async(f + b, n - b, dt);
+        c.all_reduce_sum_async(f + a, b - a, dt);
+        c.all_reduce_sum_async(f, a, dt);
+        c.wait_async();
+    });
+    CHECK(c.async_started() == 3);
     c.barrier();
     out.host = {double(r) + 0.25, -1.0 * r, 1e-3};
     c.all_reduce_sum_host(out.host.data(), std::int64_t(out.host.size()));
@@ -166,6 +178,7 @@ void compare(const Results& nccl, const Results& host) {
     CHECK(same(nccl.sum_f64, host.sum_f64));
     CHECK(same(nccl.sum_bf16, host.sum_bf16));
     CHECK(same(nccl.bcast_f32, host.bcast_f32));
+    CHECK(same(nccl.async_f32, host.async_f32));
     // The host sums are in double; these values sum exactly in any order.
     CHECK(same(nccl.host, host.host));
     CHECK(same(nccl.gather_f32, host.gather_f32));

@@ -48,6 +48,7 @@
 #include "../ops/loss.hpp"
 #include "../ops/normalize.hpp"
 #include "config.hpp"
+#include "hooks.hpp"
 #include "params.hpp"
 #include "text.hpp"
 #include "vision.hpp"
@@ -299,9 +300,13 @@ public:
     }
 
     // The loss, and its gradient with respect to every parameter (logit_scale included) added to
-    // the gradient buffer.
+    // the gradient buffer. `ready` (optional) hears, while the backward runs, of every range of the
+    // flat gradient buffer whose values are final (model/hooks.hpp): the ranges tile the buffer,
+    // each reported once, in the order logit_scale; the vision tower's head, blocks from the last
+    // down, embeddings; the text tower's the same. On a device the values are final in stream
+    // order: work queued after the report sees them.
     double loss_and_grad(In<std::int32_t, Cpu> ids /*N,L*/, In<T, D> pixels /*N,2,3,S,S*/,
-                         In<Acc, D> labels /*N,2*/, In<Acc, D> weights /*N*/) {
+                         In<Acc, D> labels /*N,2*/, In<Acc, D> weights /*N*/, const GradientReady& ready = {}) {
         ensure_gradients();
         const double l = loss(ids, pixels, labels, weights);
         const std::int64_t N = step_.n, E = cfg_.embed_dim;
@@ -311,10 +316,25 @@ public:
         ops::pickscore_loss_backward<T>(g.text_emb, g.image_emb.reshape(Shape{N, 2, E}), dlogit_scale_,
                                         step_.probs, step_.text_emb, step_.image_emb.reshape(Shape{N, 2, E}),
                                         labels, weights, logit_scale_);
+        if (ready) report(ready, {idx_.logit_scale});
         ops::l2_normalize_backward(g.text_proj, g.text_emb.cview(), step_.text_emb, step_.text_norm);
         ops::l2_normalize_backward(g.image_proj, g.image_emb.cview(), step_.image_emb, step_.image_norm);
-        vision_.backward(vg_, g.image_proj, step_.vision, vp_, scr);
-        text_.backward(tg_, g.text_proj, step_.text, tp_, scr);
+        TowerHook vision_done, text_done;
+        if (ready) {
+            vision_done = [&](std::int64_t part) {
+                if (part == tower_head) report(ready, {idx_.post_ln.weight, idx_.post_ln.bias, idx_.visual_projection});
+                else if (part == tower_embeddings)
+                    report(ready, {idx_.cls, idx_.patch, idx_.vision_pos, idx_.pre_ln.weight, idx_.pre_ln.bias});
+                else report(ready, block_tensors(idx_.vision_blocks.at(std::size_t(part))));
+            };
+            text_done = [&](std::int64_t part) {
+                if (part == tower_head) report(ready, {idx_.final_ln.weight, idx_.final_ln.bias, idx_.text_projection});
+                else if (part == tower_embeddings) report(ready, {idx_.token, idx_.text_pos});
+                else report(ready, block_tensors(idx_.text_blocks.at(std::size_t(part))));
+            };
+        }
+        vision_.backward(vg_, g.image_proj, step_.vision, vp_, scr, vision_done);
+        text_.backward(tg_, g.text_proj, step_.text, tp_, scr, text_done);
         return l;
     }
 
@@ -422,6 +442,36 @@ private:
         b.fc2 = add_linear(prefix + ".mlp.fc2", C, M, in_std, true);
         b.ln2 = add_norm(prefix + ".layer_norm2", C);
         return b;
+    }
+
+    // Reports the slots of these tensors as ranges of the flat buffer: adjacent slots merged, the
+    // ranges in descending order (the order in which a backward finishes a layout's tensors).
+    void report(const GradientReady& ready, std::vector<std::size_t> tensors) const {
+        std::sort(tensors.begin(), tensors.end());
+        std::int64_t hi = -1, lo = -1;
+        for (std::size_t k = tensors.size(); k-- > 0;) {
+            const std::size_t i = tensors[k];
+            if (lo >= 0 && store_.end(i) == lo) {
+                lo = store_.offset(i);
+                continue;
+            }
+            if (lo >= 0) ready(lo, hi);
+            lo = store_.offset(i);
+            hi = store_.end(i);
+        }
+        if (lo >= 0) ready(lo, hi);
+    }
+    static std::vector<std::size_t> block_tensors(const BlockIdx& b) {
+        std::vector<std::size_t> v;
+        for (const LinearIdx* l : {&b.k, &b.v, &b.q, &b.out, &b.fc1, &b.fc2}) {
+            v.push_back(l->weight);
+            if (l->bias != npos) v.push_back(l->bias);
+        }
+        for (const NormIdx* n : {&b.ln1, &b.ln2}) {
+            v.push_back(n->weight);
+            v.push_back(n->bias);
+        }
+        return v;
     }
 
     // HF CLIPModel.named_parameters() order.

@@ -71,6 +71,12 @@ public:
     const std::string& name(std::size_t i) const { return entry(i).name; }
     const Shape& shape(std::size_t i) const { return entry(i).shape; }
     std::int64_t offset(std::size_t i) const { return entry(i).offset; }
+    // Where tensor i's slot ends: its offset plus its size rounded up to the alignment (the next
+    // tensor's offset, or flat_size() for the last), so the slots tile the flat buffers.
+    std::int64_t end(std::size_t i) const {
+        const Entry& e = entry(i);
+        return e.offset + (e.shape.numel() + kAlign - 1) / kAlign * kAlign;
+    }
     std::optional<std::size_t> find(const std::string& name) const {
         for (std::size_t i = 0; i < entries_.size(); ++i)
             if (entries_[i].name == name) return i;

@@ -26,6 +26,7 @@
 #include "../nn/workspace.hpp"
 #include "../ops/embedding.hpp"
 #include "config.hpp"
+#include "hooks.hpp"
 
 namespace pickscore::model {
 
@@ -134,8 +135,10 @@ public:
         }
     }
 
-    // Accumulates the gradient of every parameter from dout = dL/dout [B, E].
-    void backward(const Grads& g, In<T, D> dout /*B,E*/, const Saved& s, const Params& p, WS& scratch) const {
+    // Accumulates the gradient of every parameter from dout = dL/dout [B, E]; `done` hears of each
+    // part as its gradients become final (model/hooks.hpp).
+    void backward(const Grads& g, In<T, D> dout /*B,E*/, const Saved& s, const Params& p, WS& scratch,
+                  const TowerHook& done = {}) const {
         ops::check_shape("TextTower::backward", "dout", dout.shape(), Shape{s.batch, embed_dim_});
         const auto dims = block_dims(s.batch, s.tokens);
         nn::Scope<D> scope(scratch);
@@ -144,9 +147,14 @@ public:
         const auto dx = scratch.template alloc<T>(dims.rows());
         Lin::backward(dpooled_ln, {g.projection, {}}, dout, s.pooled_ln, {p.projection, {}});
         LN::backward(dpooled, g.final_ln, dpooled_ln, s.pooled, p.final_ln, s.final_ln, nn::Accumulate::no);
+        if (done) done(tower_head);
         ops::select_token_backward(dx, dpooled.cview(), s.positions);
-        for (std::size_t l = s.blocks.size(); l-- > 0;) Blk::backward(dx, g.blocks[l], s.blocks[l], p.blocks[l], dims, scratch);
+        for (std::size_t l = s.blocks.size(); l-- > 0;) {
+            Blk::backward(dx, g.blocks[l], s.blocks[l], p.blocks[l], dims, scratch);
+            if (done) done(std::int64_t(l));
+        }
         ops::token_embedding_backward(g.token_embedding, g.position_embedding, dx.cview(), s.ids.cview());
+        if (done) done(tower_embeddings);
     }
     void plan_backward(WS& scratch, std::int64_t B, std::int64_t L, Keep keep) const {
         const auto dims = block_dims(B, L);

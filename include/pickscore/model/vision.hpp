@@ -26,6 +26,7 @@
 #include "../ops/embedding.hpp"
 #include "../ops/patches.hpp"
 #include "config.hpp"
+#include "hooks.hpp"
 
 namespace pickscore::model {
 
@@ -130,8 +131,10 @@ public:
         }
     }
 
-    // Accumulates the gradient of every parameter from dout = dL/dout [B, E].
-    void backward(const Grads& g, In<T, D> dout /*B,E*/, const Saved& s, const Params& p, WS& scratch) const {
+    // Accumulates the gradient of every parameter from dout = dL/dout [B, E]; `done` hears of each
+    // part as its gradients become final (model/hooks.hpp).
+    void backward(const Grads& g, In<T, D> dout /*B,E*/, const Saved& s, const Params& p, WS& scratch,
+                  const TowerHook& done = {}) const {
         const std::int64_t B = s.batch;
         ops::check_shape("VisionTower::backward", "dout", dout.shape(), Shape{B, embed_dim_});
         const auto dims = block_dims(B);
@@ -141,13 +144,18 @@ public:
         const auto dx = scratch.template alloc<T>(dims.rows());
         Lin::backward(dpooled_ln, {g.projection, {}}, dout, s.pooled_ln, {p.projection, {}});
         LN::backward(dpooled, g.post_ln, dpooled_ln, s.pooled, p.post_ln, s.post_ln, nn::Accumulate::no);
+        if (done) done(tower_head);
         ops::select_token_backward(dx, dpooled.cview(), s.positions);
-        for (std::size_t l = s.blocks.size(); l-- > 0;) Blk::backward(dx, g.blocks[l], s.blocks[l], p.blocks[l], dims, scratch);
+        for (std::size_t l = s.blocks.size(); l-- > 0;) {
+            Blk::backward(dx, g.blocks[l], s.blocks[l], p.blocks[l], dims, scratch);
+            if (done) done(std::int64_t(l));
+        }
         const auto dembed = scratch.template alloc<T>(dims.rows());
         LN::backward(dembed, g.pre_ln, dx, s.embed, p.pre_ln, s.pre_ln, nn::Accumulate::no);
         const auto dtokens = scratch.template alloc<T>(Shape{B, v_.patches(), v_.width});
         ops::class_position_backward(dtokens, g.class_embedding, g.position_embedding, dembed.cview());
         Lin::backward(TensorView<T, D>(), patch_linear(g), dtokens, s.patches, patch_linear(p));
+        if (done) done(tower_embeddings);
     }
     void plan_backward(WS& scratch, std::int64_t B, Keep keep) const {
         const auto dims = block_dims(B);

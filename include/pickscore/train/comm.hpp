@@ -9,7 +9,8 @@
 // that optimizer-state sharding needs. Buffers live in the communicator's memory: host memory for
 // HostCommunicator and LocalCommunicator, device memory for the NCCL one (train/nccl.hpp); the
 // *_host variants take host memory everywhere (metrics, flags). Every rank must make the same
-// calls in the same order (as with NCCL and MPI).
+// calls in the same order (as with NCCL and MPI). all_reduce_sum_async / wait_async let the sum
+// of a gradient bucket run while the backward goes on (train/overlap.hpp).
 //
 // HostCommunicator's sums are deterministic and identical on every rank: rank r sums its 1/W of the
 // elements over the ranks' buffers in rank order (in the element type; double for the host
@@ -26,10 +27,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../core/dtype.hpp"
@@ -53,6 +57,23 @@ public:
     // Host doubles, summed over ranks in place.
     virtual void all_reduce_sum_host(double* data, std::int64_t count) = 0;
 
+    // Overlap: starts data[0, count) ← Σ over ranks and returns without waiting for it, so the
+    // caller can go on computing (the trainer starts each gradient bucket as soon as the backward
+    // has finished it). wait_async() completes every sum started so far. Until then the buffer
+    // must not be read or written, and the only other call allowed is another *_async; every rank
+    // starts the same sums in the same order. The default is the blocking all_reduce_sum.
+    //   HostCommunicator: a thread per rank does the sums, in order; wait_async blocks for them.
+    //   NcclCommunicator: the sums run on a stream of their own, each after the work queued so far
+    //   on the current stream; wait_async makes the current stream wait for them (no host wait).
+    void all_reduce_sum_async(void* data, std::int64_t count, DType dtype) {
+        ++async_started_;
+        start_all_reduce_sum(data, count, dtype);
+    }
+    virtual void wait_async() {}
+    // Sums started with all_reduce_sum_async since the communicator was made (what a test reads
+    // to see that the overlap happened).
+    std::int64_t async_started() const { return async_started_; }
+
     // Every rank's range data[offsets[r], offsets[r+1]) (elements) is copied to the other ranks.
     // offsets has world + 1 non-decreasing entries. The default broadcasts each range.
     virtual void all_gather_ranges(void* data, std::span<const std::int64_t> offsets, DType dtype) {
@@ -65,6 +86,15 @@ public:
                 broadcast(static_cast<std::byte*>(data) + std::size_t(offsets[std::size_t(r)]) * esize, n, dtype, r);
         }
     }
+
+protected:
+    // all_reduce_sum_async's work; the default blocks.
+    virtual void start_all_reduce_sum(void* data, std::int64_t count, DType dtype) {
+        all_reduce_sum(data, count, dtype);
+    }
+
+private:
+    std::int64_t async_started_ = 0;
 };
 
 // [lo, hi) of rank r when n elements are split over `world` ranks in pieces that start at
@@ -138,11 +168,28 @@ private:
     std::vector<void*> ptrs_;
 };
 
+// The sums of all_reduce_sum_async run on a thread of the communicator's own, in the order they
+// were started (every rank's thread meets the others' in the group); the blocking calls first wait
+// for them (so the group sees every rank's collectives in the same order).
 class HostCommunicator final : public Communicator {
 public:
     HostCommunicator(std::shared_ptr<HostGroup> group, int rank) : g_(std::move(group)), rank_(rank) {
         require(g_ != nullptr, "HostCommunicator: no group");
         require(rank >= 0 && rank < g_->world(), "HostCommunicator: rank ", rank, " outside world ", g_->world());
+    }
+    HostCommunicator(const HostCommunicator&) = delete;
+    HostCommunicator& operator=(const HostCommunicator&) = delete;
+    // Sums still queued when the communicator goes (an error unwound the caller past wait_async)
+    // cannot complete: the group is marked failed so that no other rank waits for them forever.
+    ~HostCommunicator() override {
+        if (!worker_.joinable()) return;
+        {
+            std::lock_guard<std::mutex> lk(qm_);
+            if (!queue_.empty() || busy_) g_->mark_failed();
+            stop_ = true;
+        }
+        qcv_.notify_all();
+        worker_.join();
     }
     int rank() const override { return rank_; }
     int world() const override { return g_->world(); }
@@ -150,17 +197,29 @@ public:
     HostGroup& group() { return *g_; }
 
     void all_reduce_sum(void* data, std::int64_t count, DType dtype) override {
-        switch (dtype) {
-            case DType::f32: reduce<float, float>(static_cast<float*>(data), count); break;
-            case DType::f64: reduce<double, double>(static_cast<double*>(data), count); break;
-            case DType::bf16: reduce<bf16, float>(static_cast<bf16*>(data), count); break;
-            default: fail<Error>("HostCommunicator::all_reduce_sum: unsupported dtype");
+        wait_async();
+        sum_now(data, count, dtype);
+    }
+    void all_reduce_sum_host(double* data, std::int64_t count) override {
+        wait_async();
+        reduce<double, double>(data, count);
+    }
+
+    // Blocks until this rank's started sums are done; rethrows the first error one of them hit.
+    void wait_async() override {
+        if (!worker_.joinable()) return;
+        std::unique_lock<std::mutex> lk(qm_);
+        qcv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+        if (error_) {
+            std::exception_ptr e = error_;
+            error_ = nullptr;
+            std::rethrow_exception(e);
         }
     }
-    void all_reduce_sum_host(double* data, std::int64_t count) override { reduce<double, double>(data, count); }
 
     void broadcast(void* data, std::int64_t count, DType dtype, int root) override {
         require(root >= 0 && root < world(), "broadcast: root ", root, " outside world ", world());
+        wait_async();
         exchange(data, [&] {
             if (rank_ != root) {
                 const void* src = g_->posted(root);
@@ -168,11 +227,15 @@ public:
             }
         });
     }
-    void barrier() override { g_->arrive_and_wait(); }
+    void barrier() override {
+        wait_async();
+        g_->arrive_and_wait();
+    }
 
     void all_gather_ranges(void* data, std::span<const std::int64_t> offsets, DType dtype) override {
         require(std::int64_t(offsets.size()) == world() + 1, "all_gather_ranges: ", offsets.size(),
                 " offsets for world size ", world());
+        wait_async();
         const std::size_t es = dtype_size(dtype);
         exchange(data, [&] {
             for (int r = 0; r < world(); ++r) {
@@ -186,7 +249,64 @@ public:
         });
     }
 
+protected:
+    void start_all_reduce_sum(void* data, std::int64_t count, DType dtype) override {
+        check_dtype(dtype);
+        {
+            std::lock_guard<std::mutex> lk(qm_);
+            queue_.push_back({data, count, dtype});
+            if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+        }
+        qcv_.notify_all();
+    }
+
 private:
+    struct Pending {
+        void* data;
+        std::int64_t count;
+        DType dtype;
+    };
+
+    static void check_dtype(DType dtype) {
+        require(dtype == DType::f32 || dtype == DType::f64 || dtype == DType::bf16,
+                "HostCommunicator::all_reduce_sum: unsupported dtype ", dtype_name(dtype));
+    }
+    void sum_now(void* data, std::int64_t count, DType dtype) {
+        check_dtype(dtype);
+        switch (dtype) {
+            case DType::f32: reduce<float, float>(static_cast<float*>(data), count); break;
+            case DType::f64: reduce<double, double>(static_cast<double*>(data), count); break;
+            default: reduce<bf16, float>(static_cast<bf16*>(data), count); break;
+        }
+    }
+
+    // The thread of all_reduce_sum_async: takes the sums in order; after an error it drops the rest
+    // (the group is failed: they could not complete) and wait_async reports the error.
+    void work() {
+        std::unique_lock<std::mutex> lk(qm_);
+        for (;;) {
+            qcv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+            if (queue_.empty()) return;  // stop_
+            const Pending p = queue_.front();
+            queue_.pop_front();
+            busy_ = true;
+            const bool failed = error_ != nullptr;
+            lk.unlock();
+            if (!failed) {
+                try {
+                    sum_now(p.data, p.count, p.dtype);
+                } catch (...) {
+                    lk.lock();
+                    error_ = std::current_exception();
+                    lk.unlock();
+                }
+            }
+            lk.lock();
+            busy_ = false;
+            qcv_.notify_all();
+        }
+    }
+
     // Posts the buffer, waits for all, runs fn (reading other ranks' buffers), waits again (so no
     // buffer is reused while another rank still reads it).
     template <class F>
@@ -218,6 +338,12 @@ private:
 
     std::shared_ptr<HostGroup> g_;
     int rank_;
+    std::mutex qm_;
+    std::condition_variable qcv_;
+    std::deque<Pending> queue_;
+    bool busy_ = false, stop_ = false;
+    std::exception_ptr error_;
+    std::thread worker_;
 };
 
 // ---- where this process stands in a launch ---------------------------------------------------------

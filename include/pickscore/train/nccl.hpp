@@ -28,8 +28,13 @@
 // error. Every NCCL status is checked: a failure throws cuda::CudaError (a pickscore::Error) naming
 // the call, NCCL's error string and its last-error text.
 //
-// Not yet: overlapping the gradient all-reduce with the backward pass (ClipModel's backward has no
-// per-layer hooks), and any test on more than one GPU (see tests/cuda/test_nccl.cpp).
+// all_reduce_sum_async (the trainer's gradient buckets, overlapped with the backward) runs on a
+// second stream of the communicator's own: each sum waits (an event) for the work queued so far on
+// the current stream, and wait_async() makes the current stream wait for all of them, so the host
+// never blocks and the optimizer step is ordered after the last bucket. The blocking collectives
+// call wait_async() first, so NCCL sees every rank's operations in one order.
+//
+// Not yet: any test on more than one GPU (see tests/cuda/test_nccl.cpp).
 #pragma once
 
 #include <chrono>
@@ -177,6 +182,12 @@ public:
 
     ~NcclCommunicator() override {
         if (comm_ != nullptr) (void)ncclCommDestroy(comm_);
+        if (side_ != nullptr) {
+            (void)cudaStreamSynchronize(side_);
+            (void)cudaStreamDestroy(side_);
+        }
+        for (cudaEvent_t e : {ready_, done_})
+            if (e != nullptr) (void)cudaEventDestroy(e);
     }
     NcclCommunicator(const NcclCommunicator&) = delete;
     NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -190,14 +201,26 @@ public:
     void all_reduce_sum(void* data, std::int64_t count, DType dtype) override {
         require(count >= 0, "NcclCommunicator::all_reduce_sum: count ", count);
         const ncclDataType_t t = nccl_type(dtype, "NcclCommunicator::all_reduce_sum");
+        wait_async();
         if (count == 0) return;
         nccl_check(ncclAllReduce(data, data, std::size_t(count), t, ncclSum, comm_, stream()), "ncclAllReduce", comm_);
+    }
+
+    // The current stream waits for every sum started on the side stream (nothing to do when none is
+    // pending); the host does not block.
+    void wait_async() override {
+        if (!pending_) return;
+        const cudaStream_t s = stream();
+        cuda::check(cudaEventRecord(done_, side_), "cudaEventRecord");
+        cuda::check(cudaStreamWaitEvent(s, done_, 0), "cudaStreamWaitEvent");
+        pending_ = false;
     }
 
     void broadcast(void* data, std::int64_t count, DType dtype, int root) override {
         require(root >= 0 && root < world_, "NcclCommunicator::broadcast: root ", root, " outside world ", world_);
         require(count >= 0, "NcclCommunicator::broadcast: count ", count);
         const ncclDataType_t t = nccl_type(dtype, "NcclCommunicator::broadcast");
+        wait_async();
         if (count == 0) return;
         nccl_check(ncclBroadcast(data, data, std::size_t(count), t, root, comm_, stream()), "ncclBroadcast", comm_);
     }
@@ -210,6 +233,7 @@ public:
 
     void all_reduce_sum_host(double* data, std::int64_t count) override {
         require(count >= 0, "NcclCommunicator::all_reduce_sum_host: count ", count);
+        wait_async();
         if (count == 0) return;
         cuda::Context& ctx = cuda::current();
         const cudaStream_t s = stream();
@@ -234,6 +258,7 @@ public:
             require(offsets[i] >= 0 && offsets[i] <= offsets[i + 1], "NcclCommunicator::all_gather_ranges: offsets ",
                     offsets[i], ", ", offsets[i + 1], " are not non-decreasing");
         const ncclDataType_t t = nccl_type(dtype, "NcclCommunicator::all_gather_ranges");
+        wait_async();
         const std::size_t es = dtype_size(dtype);
         const cudaStream_t s = stream();
         nccl_check(ncclGroupStart(), "ncclGroupStart", comm_);
@@ -254,6 +279,24 @@ public:
         nccl_check(end, "ncclGroupEnd", comm_);
     }
 
+protected:
+    // On the side stream, after what the current stream has queued so far.
+    void start_all_reduce_sum(void* data, std::int64_t count, DType dtype) override {
+        require(count >= 0, "NcclCommunicator::all_reduce_sum_async: count ", count);
+        const ncclDataType_t t = nccl_type(dtype, "NcclCommunicator::all_reduce_sum_async");
+        if (count == 0) return;
+        const cudaStream_t s = stream();
+        if (side_ == nullptr) {
+            cuda::check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+            cuda::check(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+            cuda::check(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        }
+        cuda::check(cudaEventRecord(ready_, s), "cudaEventRecord");
+        cuda::check(cudaStreamWaitEvent(side_, ready_, 0), "cudaStreamWaitEvent");
+        nccl_check(ncclAllReduce(data, data, std::size_t(count), t, ncclSum, comm_, side_), "ncclAllReduce", comm_);
+        pending_ = true;
+    }
+
 private:
     cudaStream_t stream() const {
         int dev = -1;
@@ -266,6 +309,9 @@ private:
     int rank_, world_;
     int device_ = -1;
     ncclComm_t comm_ = nullptr;
+    cudaStream_t side_ = nullptr;  // the stream of all_reduce_sum_async (made on first use)
+    cudaEvent_t ready_ = nullptr, done_ = nullptr;
+    bool pending_ = false;  // sums on side_ that the current stream has not been made to wait for
 };
 
 }  // namespace pickscore::train

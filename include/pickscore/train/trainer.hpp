@@ -18,9 +18,11 @@
 //      gradient of the full batch's loss, exactly (up to summation order): accumulation is exact
 //      for this loss because the weights are normalised once over the full batch. bf16 gradients
 //      are summed in an f32 buffer when more than one is summed (train/optimizer.hpp);
-//   4. the gradient is summed over ranks (all-reduce in buckets of bucket_elements; overlapping
-//      this with the backward would need per-layer hooks in ClipModel's backward, which has none —
-//      a later step), scaled by gradient_sign (1; -1 only for the learning test's broken run);
+//   4. the gradient is summed over ranks in buckets of about bucket_elements: with
+//      overlap_communication (the default), during the last micro-batch's backward, each bucket as
+//      soon as the backward has finished its layers (train/overlap.hpp; on NCCL the sums run on a
+//      stream of their own beside the backward); otherwise after the backward, bucket by bucket.
+//      Then it is scaled by gradient_sign (1; -1 only for the learning test's broken run);
 //   5. AdamW with clipping at max_grad_norm and lr = schedule.at(step) (train/schedule.hpp).
 // Metrics per step: the global loss (Σ over ranks, the weights already sum to 1), PickScore's
 // pairwise accuracy of the step's examples, lr, gradient norm, examples/s.
@@ -61,6 +63,7 @@
 #include "device.hpp"
 #include "metrics.hpp"
 #include "optimizer.hpp"
+#include "overlap.hpp"
 #include "schedule.hpp"
 
 namespace pickscore::train {
@@ -74,6 +77,7 @@ struct TrainOptions {
     double max_grad_norm = 1.0;
     bool shard_optimizer = false;     // ZeRO-1: optimizer state split over the ranks
     std::int64_t bucket_elements = std::int64_t(1) << 24;  // gradient all-reduce bucket
+    bool overlap_communication = true;  // sum gradient buckets over ranks during the backward
     double gradient_sign = 1.0;       // -1: the deliberately wrong gradient of the learning test
 
     std::int64_t eval_every = 100;    // 0: never
@@ -186,7 +190,8 @@ public:
             const data::Dataset* validation = nullptr, std::shared_ptr<const io::Tokenizer> tokenizer = nullptr)
         : model_(model), loader_(loader), comm_(comm), opt_(std::move(options)), val_(validation),
           tok_(std::move(tokenizer)), rng_(opt_.seed),
-          adamw_(model.flat_parameters(), opt_.adam, opt_.max_grad_norm, comm, opt_.shard_optimizer) {
+          adamw_(model.flat_parameters(), opt_.adam, opt_.max_grad_norm, comm, opt_.shard_optimizer),
+          overlapped_(comm, opt_.bucket_elements) {
         const data::LoaderOptions& lo = loader.options();
         require(lo.batch == opt_.batch, "Trainer: the loader's batch (", lo.batch, ") is not the step's batch (",
                 opt_.batch, ")");
@@ -217,6 +222,8 @@ public:
 
     model::ClipModel<T, D>& model() { return model_; }
     Opt& optimizer() { return adamw_; }
+    // How the last step's gradient sum was cut (overlap_communication with several ranks only).
+    const OverlappedSum::Stats& overlap_stats() const { return overlapped_.stats(); }
     std::int64_t step_count() const { return adamw_.steps_done() + skipped_updates_; }
     const TrainOptions& options() const { return opt_; }
     void set_checkpoint_options(const CheckpointOptions& c) { opt_.checkpoint = c; }
@@ -275,10 +282,25 @@ public:
 
         model_.zero_grad();
         if (!grad_acc_.empty()) ops::fill<float, D>(grad_acc_.view(), 0.0);
+        // With overlap, the last micro-batch's backward starts the sums (into the f32 accumulator
+        // when there is one: each finished range is added to it first).
+        const bool overlap = opt_.overlap_communication && comm_.world() > 1;
+        const bool to_acc = !grad_acc_.empty();
+        model::GradientReady ready;
+        if (overlap) {
+            ready = [&](std::int64_t lo, std::int64_t hi) {
+                if constexpr (std::is_same_v<T, bf16>) {
+                    if (to_acc)
+                        accumulate_f32<T, D>(grad_acc_.view().slice(lo, hi), model_.flat_gradients().slice(lo, hi).cview());
+                }
+                overlapped_.ready(lo, hi);
+            };
+        }
         double loss = 0, correct = 0;
         Tensor<Acc, Cpu> lab(Shape{micro_, 2}), w(Shape{micro_}), probs(Shape{micro_, 2});
         for (std::int64_t a = 0; a < N; a += micro_) {
             const std::int64_t e = std::min(N, a + micro_), n = e - a;
+            const bool last = e == N;
             for (std::int64_t i = 0; i < n; ++i) {
                 lab[2 * i] = Acc(b.labels[2 * (a + i)]);
                 lab[2 * i + 1] = Acc(b.labels[2 * (a + i) + 1]);
@@ -289,21 +311,27 @@ public:
             upload<Acc, D, Acc>(labels_.view().slice(0, n), lab.view().slice(0, n));
             upload<Acc, D, Acc>(weights_.view().slice(0, n), w.view().slice(0, n));
             const Tensor<std::int32_t, Cpu> ids = trimmed_ids(b.ids.view().slice(a, e));
+            if (overlap && last) {
+                if (to_acc) overlapped_.begin(grad_acc_.data(), grad_acc_.numel(), DType::f32);
+                else overlapped_.begin(model_.flat_gradients().data(), model_.flat_gradients().numel(), dtype_of<T>);
+            }
             loss += model_.loss_and_grad(ids, pix.cview(), labels_.view().slice(0, n).cview(),
-                                         weights_.view().slice(0, n).cview());
+                                         weights_.view().slice(0, n).cview(),
+                                         overlap && last ? ready : model::GradientReady{});
             download<Acc, D>(probs.view().slice(0, n), model_.outputs().probs.cview());
             for (std::int64_t i = 0; i < n; ++i) {
                 const double p0 = probs[2 * i], p1 = probs[2 * i + 1];
                 correct += (p0 > p1 ? double(lab[2 * i]) : 0.0) + (p0 < p1 ? double(lab[2 * i + 1]) : 0.0);
             }
             if constexpr (std::is_same_v<T, bf16>) {
-                if (!grad_acc_.empty()) {
+                if (to_acc && !(overlap && last)) {
                     accumulate_f32<T, D>(grad_acc_.view(), model_.flat_gradients().cview());
                     model_.zero_grad();
                 }
             }
         }
         (void)S;
+        if (overlap) overlapped_.finish();
         StepMetrics m;
         const std::int64_t t = step_count();
         m.lr = opt_.schedule.at(t);
@@ -477,7 +505,7 @@ private:
 
     template <class G>
     void reduce_gradient(TensorView<G, D> g) {
-        if (comm_.world() > 1) {
+        if (comm_.world() > 1 && !opt_.overlap_communication) {
             const std::int64_t n = g.numel(), bucket = std::max<std::int64_t>(1, opt_.bucket_elements);
             for (std::int64_t i = 0; i < n; i += bucket)
                 comm_.all_reduce_sum(g.data() + i, std::min(bucket, n - i), dtype_of<G>);
@@ -535,6 +563,7 @@ private:
     std::shared_ptr<const io::Tokenizer> tok_;
     Rng rng_;
     Opt adamw_;
+    OverlappedSum overlapped_;
     std::int64_t share_ = 0, micro_ = 0;
     std::int64_t skipped_updates_ = 0;
     Tensor<float, D> grad_acc_;
