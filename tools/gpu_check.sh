@@ -2,34 +2,39 @@
 # tools/gpu_check.sh OUTDIR — everything pickscore checks on a GPU, in one run, for a GPU machine
 # without internet (the lent H100/H200): build the CUDA backend from this tree with nvcc for sm_90,
 # run the CUDA tests on the hardware (ctest -L gpu), compute-sanitizer memcheck and racecheck over
-# the op test programs, and the kernel benchmarks (benchmarks/cuda/); every log goes to OUTDIR and
-# ONE summary table is printed last (tools/gpu_check_summary.py). Each step runs under `timeout`
-# against a deadline (GPU_CHECK_BUDGET seconds, default 470: under 8 minutes on an H100), and a
-# failed or timed-out step does not stop the later ones, so the table is always printed.
+# the op test programs, the kernel benchmarks (benchmarks/cuda/), and — where python3 has torch and
+# transformers with CUDA — the PyTorch baseline of the training step (tools/bench_torch.py --train
+# --device cuda, against bench_train_cuda's JSON); every log goes to OUTDIR and ONE summary table is
+# printed last (tools/gpu_check_summary.py). Each step runs under `timeout` against a deadline
+# (GPU_CHECK_BUDGET seconds, default 530: under 9 minutes on an H100), and a failed or timed-out
+# step does not stop the later ones, so the table is always printed.
 #
 # Before (on a machine with internet, in the repository root): tools/fetch_gpu_deps.sh
 #   downloads the .deb files of doctest and Google Benchmark into .deps/ (git-ignored); this
 #   script unpacks them under /tmp (dpkg -x) and points CMake at them.
 # The device run (the device tool of this workplace; $OUT is its output folder), from the root:
-#   run(command="bash tools/gpu_check.sh $OUT", carry=[".deps"], timeout_s=540)
+#   run(command="bash tools/gpu_check.sh $OUT", carry=[".deps"], timeout_s=590)
 # What comes back ($OUT; at most 8 files there): summary.txt (the table), console.log (all that
 # was printed), benchmarks.json (every benchmark program's Google Benchmark JSON, merged),
-# logs.tar.gz (every log: device, configure, build, ctest, sanitizers, benchmarks), refreshed
-# after every step so that a killed run still leaves its logs.
+# torch_train.log (the PyTorch baseline's output, when it ran), logs.tar.gz (every log: device,
+# configure, build, ctest, sanitizers, benchmarks, torch), refreshed after every step so that a
+# killed run still leaves its logs.
 #
 # Environment (all optional):
-#   GPU_CHECK_BUDGET     seconds for the whole run (default 470); steps are cut to fit
+#   GPU_CHECK_BUDGET     seconds for the whole run (default 530); steps are cut to fit
 #   GPU_CHECK_ARCH       CUDA architecture (default 90)
 #   GPU_CHECK_BUILD_DIR  build directory (default /tmp/pickscore-gpu-build)
 #   GPU_CHECK_JOBS       parallel compile jobs (default: nproc)
-#   GPU_CHECK_STEPS      steps to run (default "device deps configure build tests bench memcheck racecheck")
+#   GPU_CHECK_STEPS      steps to run (default "device deps configure build tests bench torch memcheck racecheck")
 #   GPU_CHECK_FAKE_FAIL  steps to replace by a failing command, GPU_CHECK_FAKE_HANG steps to replace
 #                        by one that outlives its limit (to test the timeout and summary logic)
 #   CUDNN_ROOT           cuDNN location (default: tools/find_cudnn.py: toolkit, system, Python wheel)
 # Benchmark settings reach the programs as PICKSCORE_BENCH_MIN_TIME (0.05 s) and
-# PICKSCORE_BENCH_REPETITIONS (5); the sanitizer runs set PICKSCORE_TEST_REDUCED=1 (test programs
+# PICKSCORE_BENCH_REPETITIONS (5) (bench_train_cuda: one run of PICKSCORE_TRAIN_STEPS steps, default
+# 3, per benchmark); the sanitizer runs set PICKSCORE_TEST_REDUCED=1 (test programs
 # may shrink their tables under it) and take the doctest arguments in sanitizer_args() below.
-# Exit status: 0 when every step passed, 1 otherwise (the table says which).
+# Exit status: 0 when every step passed, 1 otherwise (the table says which); the torch step is a
+# comparison, not a check: its result is in the table but not in the exit status.
 set -uo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -136,9 +141,14 @@ if [[ "${1:-}" == "__step" ]]; then
         # line-buffered console output, so that a program stopped by its limit leaves its finished rows
         linebuf=()
         command -v stdbuf >/dev/null 2>&1 && linebuf=(stdbuf -oL)
+        # a program's share of the time left is its weight over the weights of the programs left:
+        # bench_train_cuda (about a minute: ViT-H training steps) counts twice
+        weight() { [[ $(basename "$1") == bench_train_cuda ]] && echo 2 || echo 1; }
         for i in "${!programs[@]}"; do
             p=${programs[$i]} name=$(basename "${programs[$i]}")
-            left=$((STEP_DEADLINE - $(date +%s))) share=$((left / (${#programs[@]} - i)))
+            weights=0
+            for q in "${programs[@]:$i}"; do weights=$((weights + $(weight "$q"))); done
+            left=$((STEP_DEADLINE - $(date +%s))) share=$((left * $(weight "$p") / weights))
             if ((share < 5)); then echo "$name: no time left"; echo -e "$name\tskipped\t0" >>"$WORK/bench_status.tsv"; status=1; continue; fi
             echo "== $name (limit ${share}s)"
             start=$(date +%s)
@@ -150,6 +160,15 @@ if [[ "${1:-}" == "__step" ]]; then
             ((rc == 0)) || status=1
         done
         exit $status
+        ;;
+    torch)
+        # the PyTorch baseline of bench_train_cuda: the same step in transformers' CLIPModel (bf16
+        # autocast, SDPA, gradient checkpointing, fused AdamW), with the ratios when the JSON is there
+        json=$LOGS/bench_train_cuda.json
+        args=(--train --device cuda --reps 3)
+        if [[ -s "$json" ]]; then args+=(--cuda-json "$json"); else echo "no $json: PyTorch times only"; fi
+        echo "python3 tools/bench_torch.py ${args[*]}"
+        python3 -u "$ROOT/tools/bench_torch.py" "${args[@]}"
         ;;
     memcheck | racecheck)
         tool=$step
@@ -201,7 +220,7 @@ OUTDIR=$1
 mkdir -p "$OUTDIR" || exit 2
 OUTDIR=$(cd "$OUTDIR" && pwd)
 START=$(date +%s)
-BUDGET=${GPU_CHECK_BUDGET:-470}
+BUDGET=${GPU_CHECK_BUDGET:-530}
 DEADLINE=$((START + BUDGET))
 
 export ROOT ARCH=${GPU_CHECK_ARCH:-90}
@@ -256,7 +275,7 @@ declare -A STATUS
 run_step() {
     local name=$1 nominal=$2 reserve=$3
     local log="$LOGS/$name.log"
-    if [[ " ${GPU_CHECK_STEPS:-device deps configure build tests bench memcheck racecheck} " != *" $name "* ]]; then
+    if [[ " ${GPU_CHECK_STEPS:-device deps configure build tests bench torch memcheck racecheck} " != *" $name "* ]]; then
         STATUS[$name]=unselected  # the later steps use what an earlier run left in the build directory
         echo -e "$name\tskipped\t0\tnot selected" >>"$WORK/steps.tsv"
         return 0
@@ -297,26 +316,49 @@ skip_step() {
     echo -e "$1\tskipped\t0\t$2" >>"$WORK/steps.tsv"
 }
 
+# Why the PyTorch baseline cannot run here (printed; status 0), or status 1 when it can: python3
+# must import torch and transformers, and torch must see the GPU.
+torch_missing() {
+    local out rc
+    out=$(timeout 60 python3 -c 'import sys, torch, transformers; sys.exit(0 if torch.cuda.is_available() else 3)' 2>&1)
+    rc=$?
+    case $rc in
+    0) return 1 ;;
+    3) echo "torch sees no CUDA device" ;;
+    124) echo "importing torch took over 60 s" ;;
+    *) echo "python3 lacks torch or transformers: $(tail -n 1 <<<"$out" | cut -c1-80)" ;;
+    esac
+    return 0
+}
+
 echo "pickscore gpu_check: $(date -u '+%Y-%m-%d %H:%M UTC'), budget ${BUDGET}s, arch sm_$ARCH, $JOBS jobs, logs -> $OUTDIR"
 export STEP_DEADLINE
 
 # nominal limits (seconds) and the reserve kept for the steps after each one
-run_step device 20 420
-run_step deps 20 400
-run_step configure 90 330
+run_step device 20 480
+run_step deps 20 460
+run_step configure 90 390
 if [[ ${STATUS[configure]:-} == ok || ${STATUS[configure]:-} == unselected ]]; then
-    run_step build 300 170
+    run_step build 300 230
 else
     skip_step build "configure did not succeed"
 fi
 if [[ ${STATUS[configure]:-} =~ ^(ok|unselected)$ && ${STATUS[build]:-} != skipped ]]; then
     # after a failed build, whatever was built still runs (ctest reports the missing programs)
-    run_step tests 90 140
-    run_step bench 180 70
-    run_step memcheck 90 35
+    run_step tests 90 210
+    run_step bench 210 110
+    # the PyTorch baseline (tools/bench_torch.py), where python3 has torch + transformers with CUDA
+    if [[ " ${GPU_CHECK_STEPS:-device deps configure build tests bench torch memcheck racecheck} " == *" torch "* ]] &&
+        why=$(torch_missing); then
+        skip_step torch "$why"
+    else
+        run_step torch 75 65
+        [[ -s "$LOGS/torch.log" ]] && cp "$LOGS/torch.log" "$OUTDIR/torch_train.log"
+    fi
+    run_step memcheck 90 30
     run_step racecheck 90 5
 else
-    for s in tests bench memcheck racecheck; do skip_step $s "nothing was built"; done
+    for s in tests bench torch memcheck racecheck; do skip_step $s "nothing was built"; done
 fi
 
 # ---- the summary --------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ counters "flops" and "bytes" are rates (per second); a label "vs NAME" names the
 row is shown against the ceilings measured in the same program (BM_ceiling/copy: bytes read +
 written per second; BM_ceiling/gemm_bf16: FLOP/s), and against its baseline. Goals (issue 3):
 memory-bound ops >= 80% of copy; pickscore's Linear >= 95% of raw cuBLASLt; attention >= 1.0x
-cuDNN (a baseline whose name contains "cudnn").
+cuDNN (a baseline whose name contains "cudnn"); a row with the counter "goal_max_seconds" (the
+training step, issue 7: 0.6 s) meets its goal when its time is at most that. logs/torch.log (the
+PyTorch baseline of the training step, tools/bench_torch.py --train --device cuda) adds its table.
 """
 import json
 import os
@@ -277,9 +279,26 @@ def benchmark_section(work, outdir, lines):
             elif what == "baseline" and ratio is not None:
                 ok = ratio >= threshold
                 goal, goals_total, goals_met = ("ok" if ok else "MISS"), goals_total + 1, goals_met + ok
+            elif med.get("goal_max_seconds"):
+                ok = secs <= float(med["goal_max_seconds"])
+                goal, goals_total, goals_met = ("ok" if ok else "MISS"), goals_total + 1, goals_met + ok
             lines.append(f"{short:<56} {fmt_time(secs):>10} {cv_s:>6} {fmt_rate(kind, value):>14} {of_ceiling:>11} "
                          f"{vs:>12} {goal:>5}")
     return goals_met, goals_total
+
+
+def torch_section(work, lines):
+    """The table tools/bench_torch.py printed in the torch step (nothing when the step did not run)."""
+    text = read(os.path.join(work, "logs", "torch.log"))
+    if text is None:
+        return
+    lines.append("")
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    notes = [line for line in text.splitlines() if line.startswith(("torch:", "bench_torch:"))]
+    lines.append("PyTorch baseline of the training step (tools/bench_torch.py --train --device cuda):")
+    # the table is printed last: a run cut short leaves only the per-variant lines
+    partial = [line for line in notes if line.startswith("torch: micro")]
+    lines.extend(notes[:1] + (rows or partial or notes[1:][-3:] or ["(no results in torch.log)"]))
 
 
 # ---- tests --------------------------------------------------------------------------------------
@@ -394,6 +413,7 @@ def main(argv):
     failed_tests = tests_section(work, lines)
     bad_sanitizer = sanitizer_section(work, lines)
     goals_met, goals_total = benchmark_section(work, outdir, lines)
+    torch_section(work, lines)
     not_ok = [r[0] for r in steps if len(r) > 1 and r[1] != "ok"]
     lines.append("")
     lines.append("RESULT: " + ("all steps ok" if not not_ok else "steps not ok: " + ", ".join(not_ok))
