@@ -79,6 +79,21 @@ data::LoaderOptions loader_options(std::int64_t batch, int rank = 0, int world =
     return lo;
 }
 
+// Runs fn(rank, comm, loader) for two host ranks on threads of their own, each loading its half
+// of every batch of 4.
+template <class F>
+void two_host_ranks(F fn) {
+    auto group = std::make_shared<train::HostGroup>(2);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r)
+        threads.emplace_back([&, r] {
+            train::HostCommunicator comm(group, r);
+            data::DataLoader loader(train_set(), tokenizer(), loader_options(4, r, 2));
+            fn(r, comm, loader);
+        });
+    for (auto& t : threads) t.join();
+}
+
 train::TrainOptions train_options(std::int64_t batch) {
     train::TrainOptions o;
     o.batch = batch;
@@ -420,28 +435,22 @@ TEST_CASE("two host ranks with half the batch each make the same updates as one 
     for (const auto& [shard, overlap] : {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
         CAPTURE(shard);
         CAPTURE(overlap);
-        auto group = std::make_shared<train::HostGroup>(2);
         std::vector<std::unique_ptr<model::ClipModel<double>>> models;
         for (int r = 0; r < 2; ++r) models.push_back(make_model<double>(2));
         std::vector<std::vector<double>> loss(2);
         std::vector<train::OverlappedSum::Stats> stats(2);
         std::vector<std::int64_t> started(2);
-        std::vector<std::thread> threads;
-        for (int r = 0; r < 2; ++r)
-            threads.emplace_back([&, r] {
-                train::HostCommunicator comm(group, r);
-                data::DataLoader loader(train_set(), tokenizer(), loader_options(4, r, 2));
-                auto o = train_options(4);
-                o.shard_optimizer = shard;
-                o.overlap_communication = overlap;
-                o.bucket_elements = 512;  // many buckets for this small model
-                train::Trainer<double> t(*models[std::size_t(r)], loader, comm, o);
-                CHECK(t.optimizer().sharded() == shard);
-                for (int s = 0; s < 3; ++s) loss[std::size_t(r)].push_back(t.step().loss);
-                stats[std::size_t(r)] = t.overlap_stats();
-                started[std::size_t(r)] = comm.async_started();
-            });
-        for (auto& t : threads) t.join();
+        two_host_ranks([&](int r, train::HostCommunicator& comm, data::DataLoader& loader) {
+            auto o = train_options(4);
+            o.shard_optimizer = shard;
+            o.overlap_communication = overlap;
+            o.bucket_elements = 512;  // many buckets for this small model
+            train::Trainer<double> t(*models[std::size_t(r)], loader, comm, o);
+            CHECK(t.optimizer().sharded() == shard);
+            for (int s = 0; s < 3; ++s) loss[std::size_t(r)].push_back(t.step().loss);
+            stats[std::size_t(r)] = t.overlap_stats();
+            started[std::size_t(r)] = comm.async_started();
+        });
         for (int r = 0; r < 2; ++r) {
             // With overlap, each step's gradient went out in several buckets during the backward,
             // every element reported (none summed late); without, none was started that way.
@@ -502,26 +511,20 @@ TEST_CASE("bf16 on two host ranks with micro-batches: the f32 accumulator is sum
     std::vector<std::vector<double>> params;
     for (bool overlap : {false, true}) {
         CAPTURE(overlap);
-        auto group = std::make_shared<train::HostGroup>(2);
         std::vector<std::unique_ptr<model::ClipModel<bf16>>> models;
         for (int r = 0; r < 2; ++r) models.push_back(make_model<bf16>(1));
         std::vector<std::int64_t> late(2, -1), buckets(2, -1);
-        std::vector<std::thread> threads;
-        for (int r = 0; r < 2; ++r)
-            threads.emplace_back([&, r] {
-                train::HostCommunicator comm(group, r);
-                data::DataLoader loader(train_set(), tokenizer(), loader_options(4, r, 2));
-                auto o = train_options(4);
-                o.micro_batch = 1;  // two micro-batches per rank: bf16 gradients go through the f32 accumulator
-                o.schedule.peak = 3e-3;
-                o.overlap_communication = overlap;
-                o.bucket_elements = 256;
-                train::Trainer<bf16> t(*models[std::size_t(r)], loader, comm, o);
-                for (int s = 0; s < 3; ++s) CHECK(std::isfinite(t.step().loss));
-                late[std::size_t(r)] = t.overlap_stats().late_elements;
-                buckets[std::size_t(r)] = t.overlap_stats().buckets;
-            });
-        for (auto& t : threads) t.join();
+        two_host_ranks([&](int r, train::HostCommunicator& comm, data::DataLoader& loader) {
+            auto o = train_options(4);
+            o.micro_batch = 1;  // two micro-batches per rank: bf16 gradients go through the f32 accumulator
+            o.schedule.peak = 3e-3;
+            o.overlap_communication = overlap;
+            o.bucket_elements = 256;
+            train::Trainer<bf16> t(*models[std::size_t(r)], loader, comm, o);
+            for (int s = 0; s < 3; ++s) CHECK(std::isfinite(t.step().loss));
+            late[std::size_t(r)] = t.overlap_stats().late_elements;
+            buckets[std::size_t(r)] = t.overlap_stats().buckets;
+        });
         CHECK(params_of(*models[0]) == params_of(*models[1]));
         CHECK(late[0] == 0);
         CHECK((overlap ? buckets[0] > 3 : buckets[0] == 0));
