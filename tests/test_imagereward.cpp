@@ -581,14 +581,9 @@ TEST_CASE("ImageReward parity: the C++ tokenizer and preprocessing give the pack
         CAPTURE(fx.images[std::size_t(i)]);
         const io::RgbImage img = io::load_image(kData / "images" / fx.images[std::size_t(i)]);
         const auto got = io::preprocess_image(img, o);
-        // The same uint8 resize (Pillow's), then the same float32 arithmetic: identical. Except for
-        // an image much taller than wide: the fixture was written with Pillow 13, which resizes
-        // such an image vertically first, while pickscore follows the project's pinned Pillow
-        // 11.3 (horizontal pass first, as every Pillow before 12); the two differ by up to 3 uint8
-        // levels there (checked with both versions): 3/255/std(0.2613) = 0.045 after Normalize.
-        const bool tall = img.height > 2 * img.width;
-        if (tall) CHECK(max_float_diff(got.view(), pixels.view().select(i)) <= 0.046f);
-        else CHECK(max_float_diff(got.view(), pixels.view().select(i)) == 0.0f);
+        // The same uint8 resize (Pillow 11.3's, which the fixture was written with: the project's
+        // pin), then the same float32 arithmetic: identical, the very tall 301x1201 image included.
+        CHECK(max_float_diff(got.view(), pixels.view().select(i)) == 0.0f);
         io::PreprocessOptions hf = o;
         hf.mode = io::ResizeMode::pickscore;  // floor instead of round-half-even, double rescale
         const auto other = io::preprocess_image(img, hf);
@@ -717,8 +712,7 @@ TEST_CASE_TEMPLATE("Aesthetic predictor parity with the package's MLP over open_
     m->head(again, emb);
     CHECK(rel_err<T>(again, fio.load<double>("scores")) < tol);
 
-    // OpenAI's torchvision preprocessing reproduces the fixture's pixels exactly (none of these
-    // images is tall enough for Pillow 13's vertical-first resize, see the ImageReward case).
+    // OpenAI's torchvision preprocessing reproduces the fixture's pixels exactly.
     io::PreprocessOptions o;
     o.mode = io::ResizeMode::torchvision;
     o.size = 56;

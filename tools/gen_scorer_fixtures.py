@@ -67,7 +67,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES = os.path.join(ROOT, "tests", "data", "images")
 VOCAB = os.path.join(ROOT, "tests", "data", "tokenizer", "wordpiece", "vocab.txt")
 PINNED = {"torch": "2.15.0", "transformers": "4.57.6", "open_clip_torch": "3.3.0", "safetensors": "0.8.0",
-          "image-reward": "1.5", "timm": "0.6.13", "fairscale": "0.4.13", "pillow": "13.0.0",
+          "image-reward": "1.5", "timm": "0.6.13", "fairscale": "0.4.13", "pillow": "11.3.0",
           "torchvision": "0.29.2"}
 
 IR_PROMPTS = [
