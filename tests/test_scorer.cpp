@@ -6,7 +6,6 @@
 // and the command-line tool as a subprocess (when the build passes PICKSCORE_CLI_PATH).
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "support/cli.hpp"
 #include "support/tiny_vocab.hpp"
 #include <pickscore/io/npy.hpp>
 #include <pickscore/pickscore.hpp>
@@ -455,44 +455,10 @@ TEST_CASE("the CUDA backend (emulated on the host in CI) gives the CPU's scores"
 #ifdef PICKSCORE_CLI_PATH
 namespace {
 
-struct Run {
-    int status = -1;
-    std::string out, err;
-};
+using Run = test::ProgramRun;
+using test::lines_of;
 
-std::string quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-Run run_cli(const std::vector<std::string>& args) {
-    const fs::path out = tiny().dir / "cli.out", err = tiny().dir / "cli.err";
-    std::string cmd = quote(PICKSCORE_CLI_PATH);
-    for (const auto& a : args) {
-        cmd += ' ';
-        cmd += quote(a);
-    }
-    cmd += " >";
-    cmd += quote(out.string());
-    cmd += " 2>";
-    cmd += quote(err.string());
-    cmd += " </dev/null";
-    const int st = std::system(cmd.c_str());
-    Run r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-    std::vector<std::string> v;
-    std::istringstream in(s);
-    std::string l;
-    while (std::getline(in, l)) v.push_back(l);
-    return v;
-}
+Run run_cli(const std::vector<std::string>& args) { return test::run_program(PICKSCORE_CLI_PATH, args, tiny().dir); }
 
 std::vector<std::string> common() {
     return {"--model", tiny().model().string(), "--threads", "2", "--batch", "2"};

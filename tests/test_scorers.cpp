@@ -5,7 +5,6 @@
 // the WordPiece vocabulary of tests/data/tokenizer/wordpiece beside the ImageReward weights).
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "support/cli.hpp"
 #include "support/tiny_vocab.hpp"
 #include <pickscore/compare.hpp>
 #include <pickscore/cuda/enabled.hpp>
@@ -311,44 +311,10 @@ TEST_CASE("compare::summarize: means, bootstrap intervals, win rates, agreement"
 #ifdef PICKSCORE_CLI_PATH
 namespace {
 
-struct Run {
-    int status = -1;
-    std::string out, err;
-};
+using Run = test::ProgramRun;
+using test::lines_of;
 
-std::string quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-Run run_cli(const std::vector<std::string>& args) {
-    const fs::path out = models().dir / "cli.out", err = models().dir / "cli.err";
-    std::string cmd = quote(PICKSCORE_CLI_PATH);
-    for (const auto& a : args) {  // (appends: GCC 12 warns wrongly about " " + std::string here)
-        cmd += ' ';
-        cmd += quote(a);
-    }
-    cmd += " >";
-    cmd += quote(out.string());
-    cmd += " 2>";
-    cmd += quote(err.string());
-    cmd += " </dev/null";
-    const int st = std::system(cmd.c_str());
-    Run r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-    std::vector<std::string> v;
-    std::istringstream in(s);
-    std::string l;
-    while (std::getline(in, l)) v.push_back(l);
-    return v;
-}
+Run run_cli(const std::vector<std::string>& args) { return test::run_program(PICKSCORE_CLI_PATH, args, models().dir); }
 
 std::vector<std::string> split_csv_simple(const std::string& line) {  // no quoted fields here
     std::vector<std::string> v;

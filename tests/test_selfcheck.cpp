@@ -3,7 +3,6 @@
 // examples/cli/selfcheck.hpp in-process, each of which must FAIL when a fault is injected into it.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -15,6 +14,8 @@
 #include <vector>
 
 #include "cli/selfcheck.hpp"
+#include "support/cli.hpp"
+#include "support/files.hpp"
 
 #ifndef PICKSCORE_CLI_PATH
 #error "tests/CMakeLists.txt passes PICKSCORE_CLI_PATH (the pickscore program) to this test"
@@ -23,42 +24,16 @@
 namespace {
 
 namespace fs = std::filesystem;
+using namespace pickscore;
 
-struct Run {
-    int status = -1;
-    std::string out;
-};
+using Run = test::ProgramRun;
 
-std::string quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-// Runs `pickscore selfcheck ARGS...` with stdout and stderr captured together.
+// Runs `pickscore selfcheck ARGS...` with stdout and stderr captured together (in a scratch folder).
 Run selfcheck(const std::vector<std::string>& args) {
-    std::string name = "pickscore_test_selfcheck_";
-    name += std::to_string(getpid());
-    name += ".out";
-    const fs::path out = fs::temp_directory_path() / name;
-    std::string cmd = quote(PICKSCORE_CLI_PATH);
-    cmd += " selfcheck";
-    for (const auto& a : args) {
-        cmd += ' ';
-        cmd += quote(a);
-    }
-    cmd += " >";
-    cmd += quote(out.string());
-    cmd += " 2>&1 </dev/null";
-    const int st = std::system(cmd.c_str());
-    Run r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    std::ifstream in(out);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    r.out = ss.str();
-    fs::remove(out);
-    return r;
+    test::TempDir dir("selfcheck");
+    std::vector<std::string> all{"selfcheck"};
+    all.insert(all.end(), args.begin(), args.end());
+    return test::run_program(PICKSCORE_CLI_PATH, all, dir.path, "", /*merge_stderr=*/true);
 }
 
 std::vector<std::string> lines_with(const std::string& text, const std::string& word) {

@@ -7,9 +7,6 @@
 // a launch as several processes.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "support/cli.hpp"
+#include "support/files.hpp"
 #include <pickscore/data/png.hpp>
 #include <pickscore/data/shard.hpp>
 #include <pickscore/data/synthetic.hpp>
@@ -29,55 +28,19 @@ namespace fs = std::filesystem;
 #ifdef PICKSCORE_CLI_PATH
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        path = fs::temp_directory_path() / ("pickscore-train-cli-" + std::to_string(::getpid()));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-const TempDir& work() {
-    static const TempDir d;
+const test::TempDir& work() {
+    static const test::TempDir d("train-cli");
     return d;
 }
 
-std::string read_text(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
-std::string quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-struct Run {
-    int status = -1;
-    std::string out, err;
-};
+using test::read_text;
+using Run = test::ProgramRun;
 
 // Runs `pickscore train ARGS` (with `env` as VAR=value assignments before it).
 Run train(const std::vector<std::string>& args, const std::string& env = "") {
-    const fs::path out = work().path / "cli.out", err = work().path / "cli.err";
-    std::string cmd = env.empty() ? "" : env + " ";
-    cmd += quote(PICKSCORE_CLI_PATH) + " train";
-    for (const auto& a : args) cmd += " " + quote(a);
-    cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
-    const int st = std::system(cmd.c_str());
-    Run r;
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
+    std::vector<std::string> all{"train"};
+    all.insert(all.end(), args.begin(), args.end());
+    return test::run_program(PICKSCORE_CLI_PATH, all, work().path, env);
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
