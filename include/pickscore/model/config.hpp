@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "../core/error.hpp"
 #include "../ops/common.hpp"
@@ -35,6 +36,27 @@ struct VisionConfig {
     std::int64_t patch_dim() const { return 3 * patch_size * patch_size; }  // a flattened RGB patch
     std::int64_t head_dim() const { return width / heads; }
 };
+
+namespace detail {
+// The checks every transformer stack shares: width, layers, heads and mlp_width at least 1, the
+// width a multiple of the heads. `where` starts the message, `prefix` names the fields ("text").
+inline void validate_stack(const std::string& where, const char* prefix, std::int64_t width, std::int64_t layers,
+                           std::int64_t heads, std::int64_t mlp_width) {
+    for (const auto& [field, v] : {std::pair<const char*, std::int64_t>{"width", width}, {"layers", layers},
+                                   {"heads", heads}, {"mlp_width", mlp_width}})
+        require(v >= 1, where, prefix, ".", field, " must be at least 1, got ", v);
+    require(width % heads == 0, where, prefix, ".width ", width, " is not a multiple of ", prefix, ".heads ", heads);
+}
+// A ViT's image geometry and stack (VisionConfig, and ImageReward's BLIP vision config).
+template <class V>
+void validate_vit(const std::string& where, const V& v) {
+    require(v.image_size >= 1, where, "vision.image_size must be at least 1, got ", v.image_size);
+    require(v.patch_size >= 1, where, "vision.patch_size must be at least 1, got ", v.patch_size);
+    validate_stack(where, "vision", v.width, v.layers, v.heads, v.mlp_width);
+    require(v.image_size % v.patch_size == 0, where, "vision.image_size ", v.image_size,
+            " is not a multiple of vision.patch_size ", v.patch_size);
+}
+}  // namespace detail
 
 struct TextConfig {
     std::int64_t vocab_size = 49408;
@@ -71,25 +93,11 @@ struct ClipConfig {
         auto positive = [&](const char* field, std::int64_t v) {
             require(v >= 1, where, field, " must be at least 1, got ", v);
         };
-        positive("vision.image_size", vision.image_size);
-        positive("vision.patch_size", vision.patch_size);
-        positive("vision.width", vision.width);
-        positive("vision.layers", vision.layers);
-        positive("vision.heads", vision.heads);
-        positive("vision.mlp_width", vision.mlp_width);
+        detail::validate_vit(where, vision);
         positive("text.vocab_size", text.vocab_size);
         positive("text.context_length", text.context_length);
-        positive("text.width", text.width);
-        positive("text.layers", text.layers);
-        positive("text.heads", text.heads);
-        positive("text.mlp_width", text.mlp_width);
+        detail::validate_stack(where, "text", text.width, text.layers, text.heads, text.mlp_width);
         positive("embed_dim", embed_dim);
-        require(vision.width % vision.heads == 0, where, "vision.width ", vision.width,
-                " is not a multiple of vision.heads ", vision.heads);
-        require(text.width % text.heads == 0, where, "text.width ", text.width, " is not a multiple of text.heads ",
-                text.heads);
-        require(vision.image_size % vision.patch_size == 0, where, "vision.image_size ", vision.image_size,
-                " is not a multiple of vision.patch_size ", vision.patch_size);
         require(0 <= text.eos_token_id && text.eos_token_id < text.vocab_size, where, "text.eos_token_id ",
                 text.eos_token_id, " is outside the vocabulary [0, ", text.vocab_size, ")");
         require(std::isfinite(layer_norm_eps) && layer_norm_eps > 0, where, "layer_norm_eps must be positive, got ",

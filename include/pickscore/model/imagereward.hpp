@@ -53,6 +53,7 @@
 #include "../ops/elementwise.hpp"
 #include "../ops/embedding.hpp"
 #include "../ops/patches.hpp"
+#include "config.hpp"
 #include "params.hpp"
 
 namespace pickscore::model {
@@ -104,26 +105,12 @@ struct ImageRewardConfig {
         auto positive = [&](const char* field, std::int64_t v) {
             require(v >= 1, where, field, " must be at least 1, got ", v);
         };
-        positive("vision.image_size", vision.image_size);
-        positive("vision.patch_size", vision.patch_size);
-        positive("vision.width", vision.width);
-        positive("vision.layers", vision.layers);
-        positive("vision.heads", vision.heads);
-        positive("vision.mlp_width", vision.mlp_width);
+        detail::validate_vit(where, vision);
         positive("text.vocab_size", text.vocab_size);
         positive("text.max_positions", text.max_positions);
-        positive("text.width", text.width);
-        positive("text.layers", text.layers);
-        positive("text.heads", text.heads);
-        positive("text.mlp_width", text.mlp_width);
+        detail::validate_stack(where, "text", text.width, text.layers, text.heads, text.mlp_width);
         require(text.max_length >= 2 && text.max_length <= text.max_positions, where, "text.max_length ",
                 text.max_length, " must be in [2, max_positions = ", text.max_positions, "]");
-        require(vision.width % vision.heads == 0, where, "vision.width ", vision.width,
-                " is not a multiple of vision.heads ", vision.heads);
-        require(text.width % text.heads == 0, where, "text.width ", text.width, " is not a multiple of text.heads ",
-                text.heads);
-        require(vision.image_size % vision.patch_size == 0, where, "vision.image_size ", vision.image_size,
-                " is not a multiple of vision.patch_size ", vision.patch_size);
         require(!head.empty() && head.back() == 1, where, "the reward head must end in width 1");
         for (std::int64_t w : head) positive("head width", w);
         require(vision.layer_norm_eps > 0 && text.layer_norm_eps > 0, where, "LayerNorm eps must be positive");
