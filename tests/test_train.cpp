@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "support/files.hpp"
+#include "support/train_fixtures.hpp"
 #include <pickscore/data/loader.hpp>
 #include <pickscore/data/synthetic.hpp>
 #include <pickscore/io/checkpoint.hpp>
@@ -57,27 +58,8 @@ model::ClipConfig small_config() {
     return c;
 }
 
-const data::Dataset& train_set() {
-    static const data::Dataset d = [] {
-        data::SyntheticOptions o;
-        o.image_size = 16;
-        o.seed = 21;
-        return data::Dataset::from_examples(data::make_synthetic_preferences(40, data::Split::train, o));
-    }();
-    return d;
-}
-
-data::LoaderOptions loader_options(std::int64_t batch, int rank = 0, int world = 1) {
-    data::LoaderOptions lo;
-    lo.batch = batch;
-    lo.rank = rank;
-    lo.world = world;
-    lo.preprocess.size = 16;
-    lo.context_length = 12;
-    lo.workers = 1;
-    lo.seed = 5;
-    return lo;
-}
+using test::loader_options;
+using test::train_set;
 
 // Runs fn(rank, comm, loader) for two host ranks on threads of their own, each loading its half
 // of every batch of 4.
@@ -94,20 +76,7 @@ void two_host_ranks(F fn) {
     for (auto& t : threads) t.join();
 }
 
-train::TrainOptions train_options(std::int64_t batch) {
-    train::TrainOptions o;
-    o.batch = batch;
-    o.steps = 4;
-    o.schedule = {.peak = 1e-2, .min = 0.0, .warmup = 2, .total = 10, .warmup_type = train::WarmupType::log};
-    o.adam.weight_decay = 0.3;
-    o.max_grad_norm = 1.0;
-    o.eval_every = 0;
-    o.eval_on_start = false;
-    o.save_every = 0;
-    o.log_every = 0;
-    o.progress = nullptr;
-    return o;
-}
+train::TrainOptions train_options(std::int64_t batch) { return test::train_options(batch, 4); }
 
 template <class T>
 std::unique_ptr<model::ClipModel<T>> make_model(std::int64_t micro_batch, std::uint64_t seed = 9) {
