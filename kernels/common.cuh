@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -180,3 +181,21 @@ __device__ __forceinline__ void copy_chunk(T* dst, const T* src) {
 }
 
 }  // namespace pickscore::cuda::kernels::chunk
+
+namespace pickscore::cuda {
+
+// Calls f(std::integral_constant<int, W>) with W = 16 bytes of T when C (the row length) is a
+// multiple of it and every pointer (null ones aside) is 16-byte aligned, else with W = 1: how the
+// host side of a row kernel picks the chunk width its rows allow.
+template <class T, class F>
+void with_chunk_width(std::int64_t C, std::initializer_list<const void*> pointers, F&& f) {
+    constexpr int wide = int(16 / sizeof(T));
+    bool ok = C % wide == 0;
+    for (const void* p : pointers) ok = ok && reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
+    if (ok)
+        f(std::integral_constant<int, wide>{});
+    else
+        f(std::integral_constant<int, 1>{});
+}
+
+}  // namespace pickscore::cuda

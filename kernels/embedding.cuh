@@ -214,19 +214,6 @@ namespace embedding_host {
 template <class T>
 constexpr bool supported = std::is_same_v<T, float> || std::is_same_v<T, bf16>;
 
-// Calls f(std::integral_constant<int, W>) with W = 16 bytes of T when C is a multiple of it and
-// every pointer (null ones aside) is 16-byte aligned, else with W = 1.
-template <class T, class F>
-void with_width(std::int64_t C, std::initializer_list<const void*> pointers, F&& f) {
-    constexpr int wide = int(16 / sizeof(T));
-    bool ok = C % wide == 0;
-    for (const void* p : pointers) ok = ok && reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-    if (ok)
-        f(std::integral_constant<int, wide>{});
-    else
-        f(std::integral_constant<int, 1>{});
-}
-
 // Blocks of 8 row-warps covering `rows` rows.
 inline dim3 row_grid(std::int64_t rows) { return dim3(blocks_for(rows, unsigned(kernels::embedding::kRowsPerBlock))); }
 inline dim3 row_block() { return dim3(32, unsigned(kernels::embedding::kRowsPerBlock)); }
@@ -236,7 +223,7 @@ inline dim3 row_block() { return dim3(32, unsigned(kernels::embedding::kRowsPerB
 template <class T>
 void batch_sum(T* dst, T* dst0, const T* src, std::int64_t B, std::int64_t R, std::int64_t S, std::int64_t C) {
     if (R == 0 || C == 0 || (dst == nullptr && dst0 == nullptr)) return;
-    with_width<T>(C, {dst, dst0, src}, [&](auto w) {
+    with_chunk_width<T>(C, {dst, dst0, src}, [&](auto w) {
         constexpr int W = decltype(w)::value;
         const std::int64_t groups = (C / W + 31) / 32;
         require(R <= INT_MAX && groups <= 65535, "batch_sum: ", R, " rows of ", C,
@@ -253,7 +240,7 @@ void token_embedding_forward(T* out, const std::int32_t* ids, const T* token_tab
                              std::int64_t rows, std::int64_t tokens, std::int64_t vocab, std::int64_t C) {
     static_assert(embedding_host::supported<T>, "the CUDA embeddings support f32 and bf16");
     if (rows == 0 || C == 0) return;
-    embedding_host::with_width<T>(C, {out, token_table, pos_table}, [&](auto w) {
+    with_chunk_width<T>(C, {out, token_table, pos_table}, [&](auto w) {
         launch(kernels::embedding::token_embedding_forward_kernel<device_t<T>, decltype(w)::value>,
                embedding_host::row_grid(rows), embedding_host::row_block(), 0, device_ptr(out), ids,
                device_ptr(token_table), device_ptr(pos_table), rows, tokens, vocab, C);
@@ -279,7 +266,7 @@ void token_embedding_backward(T* dtoken, T* dpos, const T* dout, const std::int3
         const std::int32_t* order = plan.data();
         const std::int32_t* segments = order + rows;
         const std::int32_t* finishes = segments + 3 * std::int64_t(groups.segments.size());
-        embedding_host::with_width<T>(C, {dtoken, dout, partial.data()}, [&](auto w) {
+        with_chunk_width<T>(C, {dtoken, dout, partial.data()}, [&](auto w) {
             constexpr int W = decltype(w)::value;
             const auto n_seg = std::int64_t(groups.segments.size()), n_fin = std::int64_t(groups.finishes.size());
             launch(kernels::embedding::token_segment_sum_kernel<device_t<T>, W>, embedding_host::row_grid(n_seg),
@@ -299,7 +286,7 @@ void class_position_forward(T* out, const T* patches, const T* cls, const T* pos
                             std::int64_t C) {
     static_assert(embedding_host::supported<T>, "the CUDA embeddings support f32 and bf16");
     if (B * S == 0 || C == 0) return;
-    embedding_host::with_width<T>(C, {out, patches, cls, pos}, [&](auto w) {
+    with_chunk_width<T>(C, {out, patches, cls, pos}, [&](auto w) {
         launch(kernels::embedding::class_position_forward_kernel<device_t<T>, decltype(w)::value>,
                embedding_host::row_grid(B * S), embedding_host::row_block(), 0, device_ptr(out), device_ptr(patches),
                device_ptr(cls), device_ptr(pos), B, S, C);
@@ -312,7 +299,7 @@ void class_position_backward(T* dpatches, T* dcls, T* dpos, const T* dout, std::
     static_assert(embedding_host::supported<T>, "the CUDA embeddings support f32 and bf16");
     if (C == 0 || S == 0) return;
     if (dpatches != nullptr && B * (S - 1) > 0) {
-        embedding_host::with_width<T>(C, {dpatches, dout}, [&](auto w) {
+        with_chunk_width<T>(C, {dpatches, dout}, [&](auto w) {
             launch(kernels::embedding::drop_class_row_kernel<device_t<T>, decltype(w)::value>,
                    embedding_host::row_grid(B * (S - 1)), embedding_host::row_block(), 0, device_ptr(dpatches),
                    device_ptr(dout), B, S, C);
@@ -327,7 +314,7 @@ void select_token_forward(T* out, const T* in, const std::int32_t* positions, st
                           std::int64_t C) {
     static_assert(embedding_host::supported<T>, "the CUDA embeddings support f32 and bf16");
     if (B == 0 || C == 0) return;
-    embedding_host::with_width<T>(C, {out, in}, [&](auto w) {
+    with_chunk_width<T>(C, {out, in}, [&](auto w) {
         launch(kernels::embedding::select_token_forward_kernel<device_t<T>, decltype(w)::value>,
                embedding_host::row_grid(B), embedding_host::row_block(), 0, device_ptr(out), device_ptr(in), positions,
                B, tokens, C);
@@ -339,7 +326,7 @@ void select_token_backward(T* din, const T* dout, const std::int32_t* positions,
                            std::int64_t C) {
     static_assert(embedding_host::supported<T>, "the CUDA embeddings support f32 and bf16");
     if (B * tokens == 0 || C == 0) return;
-    embedding_host::with_width<T>(C, {din, dout}, [&](auto w) {
+    with_chunk_width<T>(C, {din, dout}, [&](auto w) {
         launch(kernels::embedding::select_token_backward_kernel<device_t<T>, decltype(w)::value>,
                embedding_host::row_grid(B * tokens), embedding_host::row_block(), 0, device_ptr(din), device_ptr(dout),
                positions, B, tokens, C);

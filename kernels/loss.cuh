@@ -171,19 +171,6 @@ namespace loss_host {
 template <class T>
 constexpr bool supported = std::is_same_v<T, float> || std::is_same_v<T, bf16>;
 
-// Calls f(std::integral_constant<int, W>): W = 16 bytes of T when E is a multiple of it and every
-// pointer is 16-byte aligned, else 1.
-template <class T, class F>
-void with_width(std::int64_t E, std::initializer_list<const void*> pointers, F&& f) {
-    constexpr int wide = int(16 / sizeof(T));
-    bool ok = E % wide == 0;
-    for (const void* p : pointers) ok = ok && reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-    if (ok)
-        f(std::integral_constant<int, wide>{});
-    else
-        f(std::integral_constant<int, 1>{});
-}
-
 inline dim3 example_grid(std::int64_t N) { return dim3(blocks_for(N, kernels::pickscore_loss::kExamplesPerBlock)); }
 inline dim3 example_block() { return dim3(32, kernels::pickscore_loss::kExamplesPerBlock); }
 
@@ -201,7 +188,7 @@ void pickscore_loss_forward(float* loss, float* probs, const T* text, const T* i
     static_assert(loss_host::supported<T>, "the CUDA PickScore loss supports f32 and bf16");
     Tensor<float, Cuda> terms(Shape{N});
     if (N > 0) {
-        loss_host::with_width<T>(E, {text, images}, [&](auto w) {
+        with_chunk_width<T>(E, {text, images}, [&](auto w) {
             launch(kernels::pickscore_loss::pickscore_loss_forward_kernel<device_t<T>, decltype(w)::value>,
                    loss_host::example_grid(N), loss_host::example_block(), 0, terms.data(), probs, device_ptr(text),
                    device_ptr(images), labels, weights, device_ptr(logit_scale), N, E);
@@ -220,7 +207,7 @@ void pickscore_loss_backward(T* dtext, T* dimages, T* dlogit_scale, const float*
     if (N == 0 || (dtext == nullptr && dimages == nullptr && dlogit_scale == nullptr)) return;
     Tensor<float, Cuda> terms;
     if (dlogit_scale != nullptr) terms = Tensor<float, Cuda>(Shape{N});
-    loss_host::with_width<T>(E, {dtext, dimages, text, images}, [&](auto w) {
+    with_chunk_width<T>(E, {dtext, dimages, text, images}, [&](auto w) {
         launch(kernels::pickscore_loss::pickscore_loss_backward_kernel<device_t<T>, decltype(w)::value>,
                loss_host::example_grid(N), loss_host::example_block(), 0, device_ptr(dtext), device_ptr(dimages),
                terms.data(), probs, device_ptr(text), device_ptr(images), labels, weights, device_ptr(logit_scale),

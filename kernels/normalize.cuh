@@ -81,19 +81,6 @@ namespace normalize_host {
 template <class T>
 constexpr bool supported = std::is_same_v<T, float> || std::is_same_v<T, bf16>;
 
-// Calls f(std::integral_constant<int, W>): W = 16 bytes of T when C is a multiple of it and every
-// pointer is 16-byte aligned, else 1.
-template <class T, class F>
-void with_width(std::int64_t C, std::initializer_list<const void*> pointers, F&& f) {
-    constexpr int wide = int(16 / sizeof(T));
-    bool ok = C % wide == 0;
-    for (const void* p : pointers) ok = ok && reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-    if (ok)
-        f(std::integral_constant<int, wide>{});
-    else
-        f(std::integral_constant<int, 1>{});
-}
-
 }  // namespace normalize_host
 
 template <class T>
@@ -101,7 +88,7 @@ void l2_normalize_forward(T* out, float* norm, const T* in, std::int64_t rows, s
     static_assert(normalize_host::supported<T>, "the CUDA L2 normalisation supports f32 and bf16");
     if (rows == 0) return;
     constexpr int R = kernels::normalize::kRowsPerBlock;
-    normalize_host::with_width<T>(C, {out, in}, [&](auto w) {
+    with_chunk_width<T>(C, {out, in}, [&](auto w) {
         launch(kernels::normalize::l2_normalize_forward_kernel<device_t<T>, decltype(w)::value>,
                dim3(blocks_for(rows, R)), dim3(32, R), 0, device_ptr(out), norm, device_ptr(in), rows, C);
     });
@@ -112,7 +99,7 @@ void l2_normalize_backward(T* din, const T* dout, const T* out, const float* nor
     static_assert(normalize_host::supported<T>, "the CUDA L2 normalisation supports f32 and bf16");
     if (rows == 0) return;
     constexpr int R = kernels::normalize::kRowsPerBlock;
-    normalize_host::with_width<T>(C, {din, dout, out}, [&](auto w) {
+    with_chunk_width<T>(C, {din, dout, out}, [&](auto w) {
         launch(kernels::normalize::l2_normalize_backward_kernel<device_t<T>, decltype(w)::value>,
                dim3(blocks_for(rows, R)), dim3(32, R), 0, device_ptr(din), device_ptr(dout), device_ptr(out), norm,
                rows, C);
