@@ -86,21 +86,35 @@ void adamw_update_flat(P* param, bf16* param_bf16, acc_t<P>* m, acc_t<P>* v, con
     using Acc = acc_t<P>;
     const detail::AdamWFactors<Acc> f = detail::adamw_factors<Acc>(step, lr, beta1, beta2, eps, weight_decay);
     const detail::ClipRule clip = grad_norm ? detail::clip_rule(grad_norm[0], max_norm) : detail::ClipRule{};
-    const Acc coef = Acc(clip.coef);
+    // g·1 is g exactly, so an unclipped step multiplies by 1 instead of branching per element.
+    const Acc coef = clip.scale ? Acc(clip.coef) : Acc(1);
     parallel_for(detail::optim_blocks(n), [&](std::int64_t blk) {
-        const std::int64_t end = std::min(n, (blk + 1) * detail::kOptimBlock);
-        for (std::int64_t i = blk * detail::kOptimBlock; i < end; ++i) {
-            if (clip.finite) {
-                Acc g = cast<Acc>(grad[i]);
-                if (clip.scale) g *= coef;
-                Acc p = cast<Acc>(param[i]) * f.decay;
-                m[i] += f.one_minus_beta1 * (g - m[i]);
-                v[i] = f.beta2 * v[i] + f.one_minus_beta2 * g * g;
-                const Acc denom = std::sqrt(v[i]) / f.bc2_sqrt + f.eps;
-                p -= f.step_size * m[i] / denom;
-                param[i] = cast<P>(p);
+        const std::int64_t lo = blk * detail::kOptimBlock, len = std::min(n, lo + detail::kOptimBlock) - lo;
+        // The buffers do not overlap (restrict), the branches and the constants are outside the loop
+        // (about twice as fast as testing them per element and reloading them through the capture).
+        // Same operations in the same order as before and as the CUDA kernel.
+        P* __restrict pp = param + lo;
+        Acc* __restrict mm = m + lo;
+        Acc* __restrict vv = v + lo;
+        const G* __restrict gg = grad + lo;
+        const Acc c = coef, decay = f.decay, b1c = f.one_minus_beta1, b2 = f.beta2, b2c = f.one_minus_beta2,
+                  bc2 = f.bc2_sqrt, e = f.eps, step_size = f.step_size;  // locals: no reloads through the capture
+        if (clip.finite) {
+            for (std::int64_t i = 0; i < len; ++i) {
+                const Acc g = cast<Acc>(gg[i]) * c;
+                Acc p = cast<Acc>(pp[i]) * decay;
+                const Acc mi = mm[i] + b1c * (g - mm[i]);
+                const Acc vi = b2 * vv[i] + b2c * g * g;
+                mm[i] = mi;
+                vv[i] = vi;
+                const Acc denom = std::sqrt(vi) / bc2 + e;
+                p -= step_size * mi / denom;
+                pp[i] = cast<P>(p);
             }
-            if (param_bf16) param_bf16[i] = cast<bf16>(param[i]);
+        }
+        if (param_bf16) {
+            bf16* __restrict wb = param_bf16 + lo;
+            for (std::int64_t i = 0; i < len; ++i) wb[i] = cast<bf16>(pp[i]);
         }
     });
 }
