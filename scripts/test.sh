@@ -2,7 +2,8 @@
 # The whole test suite: installs what is missing, builds everything with CMake (Release, warnings
 # are errors), runs CTest (unit tests and the tests of the build: install + find_package,
 # add_subdirectory, meson subproject, header and ODR checks), fuzzes each libFuzzer target for
-# PICKSCORE_FUZZ_SECONDS (default 30) in a clang build, then builds and tests with meson.
+# PICKSCORE_FUZZ_SECONDS (default 20 here, to keep the whole run well under 30 minutes on 2 cores)
+# in a clang build, then builds and tests with meson.
 # Exits non-zero if anything fails. The build directory can be changed with PICKSCORE_BUILD_DIR
 # (default build/); the meson build goes to <build dir>/meson.
 set -euo pipefail
@@ -42,12 +43,12 @@ ctest_status=0
 # --timeout: a test without its own TIMEOUT gets 5 minutes (each should take seconds).
 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 300 || ctest_status=$?
 
-echo "== libFuzzer targets, ${PICKSCORE_FUZZ_SECONDS:-30} s each ($build/fuzz, clang++)"
+echo "== libFuzzer targets, ${PICKSCORE_FUZZ_SECONDS:-20} s each ($build/fuzz, clang++)"
 # Image decoders, tokenizer, vocabulary and JSON readers, safetensors header: each fuzzed from its
 # committed corpus (tests/fuzz/corpus/) under AddressSanitizer and UBSan for a bounded time.
 fuzz_status=0
 if cmake -S . -B "$build/fuzz" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
-        -DPICKSCORE_BUILD_FUZZERS=ON -DPICKSCORE_FUZZ_SECONDS="${PICKSCORE_FUZZ_SECONDS:-30}" \
+        -DPICKSCORE_BUILD_FUZZERS=ON -DPICKSCORE_FUZZ_SECONDS="${PICKSCORE_FUZZ_SECONDS:-20}" \
         -DPICKSCORE_BUILD_BENCHMARKS=OFF -DPICKSCORE_BUILD_EXAMPLES=OFF -DPICKSCORE_BUILD_TESTS_OF_BUILD=OFF \
         -DPICKSCORE_CUDA=OFF -DPICKSCORE_COLLECT=OFF >/dev/null &&
     cmake --build "$build/fuzz" -j "$jobs" --target fuzz_all; then
