@@ -3,6 +3,9 @@
 // checkpoints through download/upload, validation, the exported model) — against the CPU backend.
 // Runs on the host emulation of CUDA (PICKSCORE_CUDA_EMULATION) in every build, so the shapes are
 // tiny: 16 px images in 8 px patches, a 520-id vocabulary (tests/support/tiny_vocab.hpp), widths 16.
+// The same file, without PICKSCORE_TEST_WITH_IO (the trainer's cases, which need pickscore::io),
+// is the GPU twin test_train_cuda_gpu (tests/cuda/CMakeLists.txt): the model and optimizer cases
+// on the hardware (exit 77 without a device).
 //
 // How results are compared:
 //   - f32: CUDA against the CPU, each tensor within a stated multiple of f32 rounding (below);
@@ -28,17 +31,21 @@
 #include <vector>
 
 #include "support/files.hpp"
-#include "support/train_fixtures.hpp"
-#include "support/tiny_vocab.hpp"
 #include <pickscore/core/random.hpp>
 #include <pickscore/cuda/runtime.hpp>
 #include <pickscore/cuda/storage.hpp>
+#include <pickscore/model/clip.hpp>
+#include <pickscore/train/comm.hpp>
+#include <pickscore/train/optimizer.hpp>
+#if PICKSCORE_TEST_WITH_IO  // the trainer's part: data loader, tokenizer, checkpoints (pickscore::io)
+#include "support/tiny_vocab.hpp"
+#include "support/train_fixtures.hpp"
 #include <pickscore/data/loader.hpp>
 #include <pickscore/data/synthetic.hpp>
 #include <pickscore/io/checkpoint.hpp>
 #include <pickscore/io/tokenizer.hpp>
-#include <pickscore/train/comm.hpp>
 #include <pickscore/train/trainer.hpp>
+#endif
 
 using namespace pickscore;
 namespace fs = std::filesystem;
@@ -48,7 +55,11 @@ namespace {
 
 using test::TempDir;
 
-// The tiny vocabulary, written once per program: 520 ids, end of text = 519.
+// The vocabulary of tests/support/tiny_vocab.hpp: 520 ids, end of text = 519.
+constexpr std::int32_t kVocab = 520;
+
+#if PICKSCORE_TEST_WITH_IO
+// The tiny vocabulary, written once per program.
 struct Vocab {
     TempDir dir{"train-cuda-vocab"};
     int size = test::write_tiny_vocab(dir.path);
@@ -57,8 +68,15 @@ struct Vocab {
 };
 const Vocab& vocab() {
     static const Vocab v;
+    REQUIRE(v.size == kVocab);
     return v;
 }
+
+using test::loader_options;
+using test::train_set;
+
+train::TrainOptions train_options(std::int64_t batch) { return test::train_options(batch, 3); }
+#endif
 
 // 16 px images in 8 px patches (5 tokens), 2 vision layers; 12 text positions, 1 text layer;
 // widths 16, 2 heads, MLP 32, embeddings of 8.
@@ -66,15 +84,10 @@ model::ClipConfig small_config() {
     model::ClipConfig c;
     c.name = "train-cuda-test";
     c.vision = {16, 8, 16, 2, 2, 32};
-    c.text = {vocab().size, 12, 16, 1, 2, 32, vocab().size - 1};
+    c.text = {kVocab, 12, 16, 1, 2, 32, kVocab - 1};
     c.embed_dim = 8;
     return c;
 }
-
-using test::loader_options;
-using test::train_set;
-
-train::TrainOptions train_options(std::int64_t batch) { return test::train_options(batch, 3); }
 
 // ---- host <-> device helpers -------------------------------------------------------------------------
 template <class T>
@@ -142,7 +155,7 @@ struct Inputs {
 };
 Inputs make_inputs(std::int64_t N, std::int64_t L, std::uint64_t seed) {
     Rng rng(seed);
-    const int eos = vocab().size - 1;
+    const int eos = kVocab - 1;
     Inputs in{Tensor<std::int32_t, Cpu>(Shape{N, L}), Tensor<double, Cpu>(Shape{N, 2, 3, 16, 16}),
               Tensor<double, Cpu>(Shape{N, 2}), Tensor<double, Cpu>(Shape{N})};
     for (std::int64_t i = 0; i < N; ++i) {
@@ -372,6 +385,7 @@ TEST_CASE_TEMPLATE("AdamW<T, Cuda>: clipping, the update, the bf16 working copy 
     CHECK(max_abs_diff(g[0], p0) > 1e-3);  // it moved
 }
 
+#if PICKSCORE_TEST_WITH_IO
 // ---- 3. the trainer ------------------------------------------------------------------------------------
 namespace {
 
@@ -624,3 +638,4 @@ TEST_CASE("Trainer<float, Cuda>::evaluate and score_dataset give the CPU's proba
     }
     CHECK(e_gpu <= 2 * e_cpu + 0x1.0p-8);  // the rule, floor one bf16 ulp at 1 (see the bf16 model case)
 }
+#endif  // PICKSCORE_TEST_WITH_IO
