@@ -181,11 +181,9 @@ public:
     }
 
     ~NcclCommunicator() override {
+        if (side_ != nullptr) (void)cudaStreamSynchronize(side_);  // no sum left running on the communicator
         if (comm_ != nullptr) (void)ncclCommDestroy(comm_);
-        if (side_ != nullptr) {
-            (void)cudaStreamSynchronize(side_);
-            (void)cudaStreamDestroy(side_);
-        }
+        if (side_ != nullptr) (void)cudaStreamDestroy(side_);
         for (cudaEvent_t e : {ready_, done_})
             if (e != nullptr) (void)cudaEventDestroy(e);
     }
