@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/cuda_compare.hpp"
 #include <pickscore/core/random.hpp>
 #include <pickscore/cuda/runtime.hpp>
 #include <pickscore/cuda/storage.hpp>
@@ -39,40 +40,12 @@ namespace cu = pickscore::cuda;
 
 namespace {
 
+using test::as_double;
+using test::poisoned;
+using test::random_host;
+using test::type_name;
+
 constexpr double kEpsF32 = 0x1.0p-24;
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-template <class T>
-const char* type_name() {
-    return std::is_same_v<T, float> ? "f32" : "bf16";
-}
-
-template <class T>
-Tensor<T, Cpu> random_host(Shape shape, Rng& rng, double scale = 1.0) {
-    Tensor<T, Cpu> t(shape);
-    for (auto& v : t) v = cast<T>(scale * rng.normal());
-    return t;
-}
-
-template <class T>
-std::vector<double> as_double(const TensorView<T, Cpu>& t) {
-    std::vector<double> v(std::size_t(t.numel()));
-    for (std::int64_t i = 0; i < t.numel(); ++i) v[std::size_t(i)] = cast<double>(t[i]);
-    return v;
-}
-
-template <class T>
-std::vector<double> download(const TensorView<T, Cuda>& t) {
-    return as_double(cu::to_host(t.cview()).cview());
-}
-
-// A device tensor of the given shape full of NaN (outputs start like this).
-template <class T>
-Tensor<T, Cuda> poisoned(Shape shape) {
-    Tensor<T, Cpu> h(shape);
-    for (auto& v : h) v = cast<T>(kNaN);
-    return cu::to_device(h.cview());
-}
 
 // The f64 reference of one output: per element its value, Σ|terms| and the number of rounded
 // operations that formed it, and where that form does not fit, an explicit error bound `extra`
@@ -222,7 +195,7 @@ void token_embedding_matches_cpu() {
         for (bool mirror : {true, false}) {
             auto gout = poisoned<T>(out.shape());
             ops::token_embedding_forward<T>(gout, gids, gtok, gpos, mirror ? ids.cview() : In<std::int32_t, Cpu>{});
-            check_identical(tag + " forward", download(gout.view()), as_double(out.cview()));
+            check_identical(tag + " forward", test::download_double(gout.view()), as_double(out.cview()));
         }
 
         // backward, accumulating into non-zero gradients
@@ -239,23 +212,23 @@ void token_embedding_matches_cpu() {
                 rtok.add(std::size_t(ids[i] * c.C + e), G[std::size_t(i * c.C + e)]);
                 rpos.add(std::size_t((i % c.T) * c.C + e), G[std::size_t(i * c.C + e)]);
             }
-        const auto got_tok = download(gdtok.view());
+        const auto got_tok = test::download_double(gdtok.view());
         check_close<T>(tag + " dtoken", got_tok, as_double(dtok.cview()), rtok);
-        check_close<T>(tag + " dpos", download(gdpos.view()), as_double(dpos.cview()), rpos);
+        check_close<T>(tag + " dpos", test::download_double(gdpos.view()), as_double(dpos.cview()), rpos);
 
         // deterministic: the same bits again (the emulator shuffles the thread order per launch)
         auto again = cu::to_device(dtok0.cview());
         ops::token_embedding_backward<T>(again, TensorView<T, Cuda>(), gg, gids, ids.cview());
-        check_identical(tag + " dtoken, second run", download(again.view()), got_tok);
+        check_identical(tag + " dtoken, second run", test::download_double(again.view()), got_tok);
 
         // a frozen table: only dpos, and the ids are not needed (downloaded) at all
         auto only_pos = cu::to_device(dpos0.cview());
         ops::token_embedding_backward<T>(TensorView<T, Cuda>(), only_pos, gg, gids);
-        check_identical(tag + " dpos alone", download(only_pos.view()), download(gdpos.view()));
+        check_identical(tag + " dpos alone", test::download_double(only_pos.view()), test::download_double(gdpos.view()));
         // without the mirror: the ids are downloaded; same bits
         auto no_mirror = cu::to_device(dtok0.cview());
         ops::token_embedding_backward<T>(no_mirror, TensorView<T, Cuda>(), gg, gids);
-        check_identical(tag + " dtoken without the mirror", download(no_mirror.view()), got_tok);
+        check_identical(tag + " dtoken without the mirror", test::download_double(no_mirror.view()), got_tok);
     }
 }
 
@@ -322,7 +295,7 @@ void class_position_matches_cpu() {
         ops::class_position_forward<T>(out, patches, cls, pos);
         auto gout = poisoned<T>(out.shape());
         ops::class_position_forward<T>(gout, gpatches, gcls, gpos);
-        check_identical(tag + " forward", download(gout.view()), as_double(out.cview()));
+        check_identical(tag + " forward", test::download_double(gout.view()), as_double(out.cview()));
 
         Tensor<T, Cpu> dpatches(patches.shape());
         auto dcls = clone(dcls0.view()), dpos = clone(dpos0.view());
@@ -330,7 +303,7 @@ void class_position_matches_cpu() {
         auto gdpatches = poisoned<T>(patches.shape());
         auto gdcls = cu::to_device(dcls0.cview()), gdpos = cu::to_device(dpos0.cview());
         ops::class_position_backward<T>(gdpatches, gdcls, gdpos, gg);
-        check_identical(tag + " dpatches", download(gdpatches.view()), as_double(dpatches.cview()));
+        check_identical(tag + " dpatches", test::download_double(gdpatches.view()), as_double(dpatches.cview()));
         Ref rcls{std::size_t(c.C)}, rpos(std::size_t(S * c.C));
         const auto G = as_double(g.cview());
         for (std::int64_t e = 0; e < c.C; ++e) rcls.add(std::size_t(e), cast<double>(dcls0[e]));
@@ -340,17 +313,17 @@ void class_position_matches_cpu() {
                 rpos.add(std::size_t(i), G[std::size_t(b * S * c.C + i)]);
                 if (i < c.C) rcls.add(std::size_t(i), G[std::size_t(b * S * c.C + i)]);
             }
-        const auto got_cls = download(gdcls.view());
+        const auto got_cls = test::download_double(gdcls.view());
         check_close<T>(tag + " dcls", got_cls, as_double(dcls.cview()), rcls);
-        check_close<T>(tag + " dpos", download(gdpos.view()), as_double(dpos.cview()), rpos);
+        check_close<T>(tag + " dpos", test::download_double(gdpos.view()), as_double(dpos.cview()), rpos);
 
         // each output alone (the class gradient without the position gradient takes its own path)
         auto only_cls = cu::to_device(dcls0.cview());
         ops::class_position_backward<T>(TensorView<T, Cuda>(), only_cls, TensorView<T, Cuda>(), gg);
-        check_identical(tag + " dcls alone", download(only_cls.view()), got_cls);
+        check_identical(tag + " dcls alone", test::download_double(only_cls.view()), got_cls);
         auto only_patches = poisoned<T>(patches.shape());
         ops::class_position_backward<T>(only_patches, TensorView<T, Cuda>(), TensorView<T, Cuda>(), gg);
-        check_identical(tag + " dpatches alone", download(only_patches.view()), as_double(dpatches.cview()));
+        check_identical(tag + " dpatches alone", test::download_double(only_patches.view()), as_double(dpatches.cview()));
     }
 }
 
@@ -388,8 +361,8 @@ void select_token_matches_cpu() {
             auto gdin = poisoned<T>(in.shape());
             ops::select_token_forward<T>(gout, gin, gpositions, m);
             ops::select_token_backward<T>(gdin, gg, gpositions, m);
-            check_identical(tag + " forward", download(gout.view()), as_double(out.cview()));
-            check_identical(tag + " backward", download(gdin.view()), as_double(din.cview()));
+            check_identical(tag + " forward", test::download_double(gout.view()), as_double(out.cview()));
+            check_identical(tag + " backward", test::download_double(gdin.view()), as_double(din.cview()));
         }
     }
 }
@@ -442,11 +415,11 @@ void patches_match_cpu() {
             TensorView<T, Cuda> gimage(big_image.data() + offset, image.shape()), gout(big_rows.data() + offset, rows);
             cu::copy<T>(gimage, image.cview());
             ops::patchify<T>(gout, gimage, c.p);
-            check_identical(tag + " offset " + std::to_string(offset), download(gout), as_double(out.cview()));
+            check_identical(tag + " offset " + std::to_string(offset), test::download_double(gout), as_double(out.cview()));
             cu::copy<T>(gout, g.cview());
             cu::copy<T>(gimage, poisoned<T>(image.shape()).cview());
             ops::unpatchify<T>(gimage, gout, c.p);
-            check_identical(tag + " unpatchify offset " + std::to_string(offset), download(gimage),
+            check_identical(tag + " unpatchify offset " + std::to_string(offset), test::download_double(gimage),
                             as_double(dimage.cview()));
         }
     }
@@ -515,15 +488,15 @@ void l2_normalize_matches_cpu() {
                 rdin.ops[i] = ops_count + 2;
             }
         }
-        check_close<T>(tag + " out", download(gout.view()), as_double(out.cview()), rout);
-        check_close<float>(tag + " norm", download(gnorm.view()), as_double(norm.cview()), rnorm);
-        check_close<T>(tag + " din", download(gdin.view()), as_double(din.cview()), rdin);
+        check_close<T>(tag + " out", test::download_double(gout.view()), as_double(out.cview()), rout);
+        check_close<float>(tag + " norm", test::download_double(gnorm.view()), as_double(norm.cview()), rnorm);
+        check_close<T>(tag + " din", test::download_double(gdin.view()), as_double(din.cview()), rdin);
 
         // without the saved norm, and one element off 16-byte alignment (the scalar path)
         auto big = poisoned<T>(Shape{in.numel() + 1});
         TensorView<T, Cuda> unaligned(big.data() + 1, s);
         ops::l2_normalize_forward<T>(unaligned, TensorView<float, Cuda>(), gin);
-        check_close<T>(tag + " out (unaligned, no norm)", download(unaligned), as_double(out.cview()), rout);
+        check_close<T>(tag + " out (unaligned, no norm)", test::download_double(unaligned), as_double(out.cview()), rout);
     }
 }
 
@@ -665,16 +638,16 @@ void loss_matches_cpu() {
         rdls.ops[0] = double(N) + 6;
         // the loss and the probabilities are f32 whatever T is
         const std::vector<double> cpu_loss{L};
-        check_close<float>(tag + " loss", download(gloss.view()), cpu_loss, rloss);
-        check_close<float>(tag + " probs", download(gprobs.view()), as_double(probs.cview()), rprobs);
-        check_close<T>(tag + " dtext", download(gdtext.view()), as_double(dtext.cview()), rdtext);
-        check_close<T>(tag + " dimages", download(gdimages.view()), as_double(dimages.cview()), rdimages);
-        check_close<T>(tag + " dlogit_scale", download(gdls.view()), as_double(dls.cview()), rdls);
+        check_close<float>(tag + " loss", test::download_double(gloss.view()), cpu_loss, rloss);
+        check_close<float>(tag + " probs", test::download_double(gprobs.view()), as_double(probs.cview()), rprobs);
+        check_close<T>(tag + " dtext", test::download_double(gdtext.view()), as_double(dtext.cview()), rdtext);
+        check_close<T>(tag + " dimages", test::download_double(gdimages.view()), as_double(dimages.cview()), rdimages);
+        check_close<T>(tag + " dlogit_scale", test::download_double(gdls.view()), as_double(dls.cview()), rdls);
 
         // the double-returning form on CUDA (it waits), and the buffer form on the CPU
         Tensor<float, Cuda> no_probs;
         const double gL = ops::pickscore_loss_forward<T>(no_probs, gtext, gimages, glabels, gweights, gls);
-        CHECK(gL == download(gloss.view())[0]);
+        CHECK(gL == test::download_double(gloss.view())[0]);
         Tensor<float, Cpu> cpu_buffer(Shape{1});
         ops::pickscore_loss_forward<T>(cpu_buffer, Tensor<float, Cpu>(), text, images, li.labels, li.weights, ls);
         CHECK(cpu_buffer[0] == float(L));
@@ -683,11 +656,11 @@ void loss_matches_cpu() {
         auto only_text = cu::to_device(dtext0.cview());
         ops::pickscore_loss_backward<T>(only_text, TensorView<T, Cuda>(), TensorView<T, Cuda>(), cprobs, gtext, gimages,
                                         glabels, gweights, gls, c.dloss);
-        check_identical(tag + " dtext alone", download(only_text.view()), download(gdtext.view()));
+        check_identical(tag + " dtext alone", test::download_double(only_text.view()), test::download_double(gdtext.view()));
         auto only_ls = cu::to_device(dls0.cview());
         ops::pickscore_loss_backward<T>(TensorView<T, Cuda>(), TensorView<T, Cuda>(), only_ls, cprobs, gtext, gimages,
                                         glabels, gweights, gls, c.dloss);
-        check_identical(tag + " dlogit_scale alone", download(only_ls.view()), download(gdls.view()));
+        check_identical(tag + " dlogit_scale alone", test::download_double(only_ls.view()), test::download_double(gdls.view()));
     }
 }
 
@@ -701,7 +674,7 @@ TEST_CASE("preference weights on CUDA match the CPU; an invalid count makes them
         const LossInputs li = make_labels(N);
         auto gw = poisoned<float>(Shape{N});
         ops::preference_weights<float>(gw, cu::to_device(li.counts.cview()));
-        const auto got = download(gw.view());
+        const auto got = test::download_double(gw.view());
         double total = 0;
         for (std::int64_t i = 0; i < N; ++i) total += 1.0 / li.counts[i];
         Ref ref{std::size_t(N)};
@@ -718,7 +691,7 @@ TEST_CASE("preference weights on CUDA match the CPU; an invalid count makes them
     counts[2] = 1;
     auto gw = poisoned<float>(Shape{3});
     ops::preference_weights<float>(gw, cu::to_device(counts.cview()));
-    for (double w : download(gw.view())) CHECK(std::isnan(w));
+    for (double w : test::download_double(gw.view())) CHECK(std::isnan(w));
 }
 
 TEST_CASE("on CUDA an invalid label pair is not checked but makes the loss and its example's gradients NaN") {
@@ -739,10 +712,10 @@ TEST_CASE("on CUDA an invalid label pair is not checked but makes the loss and i
     const auto gls = cu::to_device(ls.cview());
     Tensor<float, Cuda> loss(Shape{1}), gprobs(Shape{N, 2}), dtext(Shape{N, E});
     ops::pickscore_loss_forward<float>(loss, gprobs, gtext, gimages, glabels, gweights, gls);
-    CHECK(std::isnan(download(loss.view())[0]));
+    CHECK(std::isnan(test::download_double(loss.view())[0]));
     ops::pickscore_loss_backward<float>(dtext, TensorView<float, Cuda>(), TensorView<float, Cuda>(), gprobs, gtext,
                                         gimages, glabels, gweights, gls);
-    const auto d = download(dtext.view());
+    const auto d = test::download_double(dtext.view());
     for (std::int64_t i = 0; i < N; ++i)
         for (std::int64_t e = 0; e < E; ++e) CHECK(std::isnan(d[std::size_t(i * E + e)]) == (i == 1));
 }

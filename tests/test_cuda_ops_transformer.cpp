@@ -32,6 +32,7 @@
 #include <functional>
 #include <initializer_list>
 #include <limits>
+#include "support/cuda_compare.hpp"
 #include <pickscore/core/random.hpp>
 #include <pickscore/cuda/context.hpp>
 #include <pickscore/cuda/convert.hpp>
@@ -54,34 +55,15 @@ using T64 = Tensor<double, Cpu>;
 
 namespace {
 
+using test::poisoned;
+using test::random_host;
+using test::type_name;
+
 // ---- helpers ----------------------------------------------------------------------------------------------
-
-template <class T>
-const char* type_name() {
-    return std::is_same_v<T, float> ? "f32" : "bf16";
-}
-
-// A host tensor of T whose values are normal(mean, stddev) rounded to T.
-template <class T>
-Tensor<T, Cpu> random_host(Shape shape, Rng& rng, double stddev = 1.0, double mean = 0.0) {
-    Tensor<T, Cpu> t(shape);
-    for (auto& v : t) v = cast<T>(mean + stddev * rng.normal());
-    return t;
-}
 
 template <class T>
 T64 as_f64(const TensorView<T, Cpu>& t) {
     return to_dtype<double>(t);
-}
-
-// A device tensor filled with 0xFF bytes: NaN in f32 and bf16.
-template <class T>
-Tensor<T, Cuda> poisoned(Shape shape) {
-    Tensor<T, Cuda> t(shape);
-    if (t.numel() > 0)
-        cu::check(cudaMemsetAsync(static_cast<void*>(t.data()), 0xFF, t.bytes(), cu::current().stream()),
-                  "cudaMemsetAsync");
-    return t;
 }
 
 // A device view of `shape` that starts one element into its storage: never 16-byte aligned, so the

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "support/cuda_compare.hpp"
 #include <pickscore/core/arena.hpp>
 #include <pickscore/core/random.hpp>
 #include <pickscore/cuda/blas.hpp>
@@ -25,19 +26,8 @@ using ops::Trans;
 
 namespace {
 
-template <class T>
-Tensor<T, Cpu> random_host(Shape shape, Rng& rng, double scale = 1.0) {
-    Tensor<T, Cpu> t(shape);
-    for (auto& v : t) v = cast<T>(scale * rng.normal());
-    return t;
-}
-
-template <class T>
-std::vector<double> as_double(const TensorView<T, Cpu>& t) {
-    std::vector<double> v(std::size_t(t.numel()));
-    for (std::int64_t i = 0; i < t.numel(); ++i) v[std::size_t(i)] = cast<double>(t[i]);
-    return v;
-}
+using test::as_double;
+using test::random_host;
 
 template <class F>
 std::string error_of(F&& body) {

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/cuda_compare.hpp"
 #include "support/files.hpp"
 #include <pickscore/core/random.hpp>
 #include <pickscore/cuda/runtime.hpp>
@@ -90,17 +91,10 @@ model::ClipConfig small_config() {
 }
 
 // ---- host <-> device helpers -------------------------------------------------------------------------
-template <class T>
-std::vector<double> as_double(In<T, Cpu> t) {
-    std::vector<double> v(std::size_t(t.numel()));
-    for (std::int64_t i = 0; i < t.numel(); ++i) v[std::size_t(i)] = cast<double>(t[i]);
-    return v;
-}
-
 template <class T, class D>
 std::vector<double> fetch(TensorView<T, D> t) {
-    if constexpr (is_cpu<D>) return as_double<T>(t);
-    else return as_double<T>(cu::to_host(t.cview()).cview());
+    if constexpr (is_cpu<D>) return test::as_double(t);
+    else return test::download_double(t);
 }
 
 // Every parameter of `dst` = the same-named parameter of `src` (any element types and devices),
