@@ -87,9 +87,7 @@ const Models& models() {
 }
 
 const std::vector<fs::path>& some_images() {
-    static const std::vector<fs::path> v = {kImages / "png_rgb8_640x480.png", kImages / "jpg_baseline_444_500x375.jpg",
-                                            kImages / "webp_lossy_333x221.webp", kImages / "png_rgb8_67x100.png",
-                                            kImages / "png_gray8_300x400.png"};
+    static const std::vector<fs::path> v = test::sample_images(kImages);
     return v;
 }
 

@@ -64,4 +64,12 @@ struct TempDir {
     }
 };
 
+// Five images of tests/data/images (images_dir) in the formats and shapes the scorer tests want:
+// PNG RGB landscape, baseline JPEG, lossy WebP, a small portrait PNG, a grey PNG.
+inline std::vector<std::filesystem::path> sample_images(const std::filesystem::path& images_dir) {
+    return {images_dir / "png_rgb8_640x480.png", images_dir / "jpg_baseline_444_500x375.jpg",
+            images_dir / "webp_lossy_333x221.webp", images_dir / "png_rgb8_67x100.png",
+            images_dir / "png_gray8_300x400.png"};
+}
+
 }  // namespace pickscore::test
